@@ -1,0 +1,693 @@
+#include "v2broker/optimizer.hpp"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <latch>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "optimizer/histogram.hpp"
+#include "optimizer/ring.hpp"
+#include "optimizer/tuning_ledger.hpp"
+
+namespace v2 {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Separate cache lines for data written by different threads. 64 bytes covers x86-64 and most
+// ARM64 parts; std::hardware_destructive_interference_size is avoided because GCC warns that
+// its value may change between compiler versions, which would change this ABI.
+constexpr std::size_t kCacheLine = 64;
+
+// Rings start small and grow towards the global capacity only if a shard needs it.
+constexpr std::size_t kInitialRingSlots = 64;
+
+std::uint64_t elapsed_ns(Clock::time_point from, Clock::time_point to) noexcept {
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(to - from).count();
+  return ns > 0 ? static_cast<std::uint64_t>(ns) : 0;
+}
+
+// A counter with one writer at a time (the thread holding the relevant lock, or the owning
+// worker) and concurrent readers: store-after-load avoids a locked add on the hot path.
+// Release pairs with the acquire in read(): see Optimizer::Impl::metrics() for the order.
+class OwnedCounter {
+ public:
+  void add(std::uint64_t by) noexcept {
+    value_.store(value_.load(std::memory_order_relaxed) + by, std::memory_order_release);
+  }
+  [[nodiscard]] std::uint64_t read() const noexcept {
+    return value_.load(std::memory_order_acquire);
+  }
+
+ private:
+  std::atomic<std::uint64_t> value_{0};
+};
+
+struct Slot {
+  Message message;
+  Clock::time_point enqueued;
+};
+
+// One worker's queue. Every field below the mutex is guarded by it.
+struct alignas(kCacheLine) Shard {
+  explicit Shard(std::size_t capacity) : ring(capacity, std::min(capacity, kInitialRingSlots)) {}
+
+  std::mutex mutex;
+  std::condition_variable wake;  // the worker waits here for messages
+  detail::GrowingRing<Slot> ring;
+  std::size_t wake_at = 0;  // worker asleep until ring.size() >= wake_at; 0 while awake
+  bool closed = false;      // no more pushes: the optimizer is stopping
+  bool abandon = false;     // stop(abandon): the worker leaves the rest of the ring
+
+  // Written under the mutex (one writer at a time), read lock-free by metrics().
+  OwnedCounter pushed;
+  OwnedCounter taken;
+  OwnedCounter evicted;
+  OwnedCounter abandoned;
+  // Refusals happen outside the shard lock, from any producer.
+  std::atomic<std::uint64_t> refused_full{0};
+  std::atomic<std::uint64_t> refused_timeout{0};
+  std::atomic<std::uint64_t> refused_stopped{0};
+};
+
+// Written only by the worker thread, read by metrics().
+struct alignas(kCacheLine) WorkerState {
+  std::thread thread;
+  std::atomic<pid_t> tid{0};
+  OwnedCounter routed;
+  OwnedCounter batches;
+  std::array<OwnedCounter, kMessageTypeCount> routed_by_type;
+  detail::ConcurrentHistogram queue_latency;
+  detail::ConcurrentHistogram route_latency;
+};
+
+std::size_t shard_of(const Message& message, std::size_t shards) noexcept {
+  const std::size_t h1 = std::hash<std::string_view>{}(message.source);
+  const std::size_t h2 = std::hash<std::string_view>{}(message.target);
+  // Mix so that (a, b) and (b, a) land apart; constants from the 64-bit golden ratio.
+  const std::size_t mixed = h1 ^ (h2 + 0x9e3779b97f4a7c15ULL + (h1 << 6U) + (h1 >> 2U));
+  return mixed % shards;
+}
+
+}  // namespace
+
+std::string_view to_string(OfferResult result) noexcept {
+  switch (result) {
+    case OfferResult::accepted:
+      return "accepted";
+    case OfferResult::accepted_evicted:
+      return "accepted_evicted";
+    case OfferResult::dropped:
+      return "dropped";
+    case OfferResult::timed_out:
+      return "timed_out";
+    case OfferResult::stopped:
+      return "stopped";
+  }
+  return "unknown";
+}
+
+class Optimizer::Impl {
+ public:
+  Impl(Router& router, OptimizerConfig config)
+      : router_(router), config_(std::move(config)), ledger_(config_.tuning) {
+    if (auto issues = validate(config_); !issues.empty()) {
+      throw ConfigError(std::move(issues));
+    }
+    worker_count_ = resolved_worker_count(config_);
+    if (config_.tuning.pin_workers) {
+      cpus_ = config_.tuning.cpus.empty() ? allowed_cpus() : config_.tuning.cpus;
+    }
+    shards_.reserve(worker_count_);
+    workers_.reserve(worker_count_);
+    for (std::size_t i = 0; i < worker_count_; ++i) {
+      shards_.push_back(std::make_unique<Shard>(config_.buffer_capacity));
+      workers_.push_back(std::make_unique<WorkerState>());
+    }
+  }
+
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+  Impl(Impl&&) = delete;
+  Impl& operator=(Impl&&) = delete;
+  ~Impl() { stop(StopMode::drain); }
+
+  void set_stats_callback(StatsCallback callback) {
+    const std::lock_guard lock(lifecycle_mutex_);
+    stats_callback_ = std::move(callback);
+  }
+
+  void start() {
+    const std::lock_guard lock(lifecycle_mutex_);
+    if (started_ || stopped_) {
+      throw std::logic_error("Optimizer::start: already started or stopped");
+    }
+    ledger_.apply_process_nice();
+    std::latch ready(static_cast<std::ptrdiff_t>(worker_count_) + 1);
+    try {
+      for (std::size_t i = 0; i < worker_count_; ++i) {
+        workers_[i]->thread = std::thread([this, i, &ready] { worker_main(i, ready); });
+        ++threads_started_;
+      }
+      stats_thread_ = std::thread([this, &ready] { stats_main(ready); });
+    } catch (...) {
+      // Unblock the latch for the threads that never started, then stop the ones that did.
+      ready.count_down(static_cast<std::ptrdiff_t>(worker_count_ - threads_started_) + 1);
+      ready.wait();
+      started_ = true;
+      stop_locked(StopMode::drain);
+      throw;
+    }
+    ready.wait();
+    started_ = true;
+  }
+
+  OfferResult offer(Message&& message) noexcept {
+    const auto enqueued = Clock::now();
+    const std::size_t index = shard_of(message, shards_.size());
+    Shard& shard = *shards_[index];
+
+    bool evict = false;
+    if (!try_reserve()) {
+      switch (config_.offer_policy) {
+        case OfferPolicy::drop:
+          shard.refused_full.fetch_add(1, std::memory_order_relaxed);
+          return OfferResult::dropped;
+        case OfferPolicy::block:
+          if (!wait_for_room(std::nullopt)) {
+            shard.refused_stopped.fetch_add(1, std::memory_order_relaxed);
+            return OfferResult::stopped;
+          }
+          break;
+        case OfferPolicy::timeout:
+          if (config_.offer_timeout == std::chrono::nanoseconds::zero()) {
+            shard.refused_full.fetch_add(1, std::memory_order_relaxed);
+            return OfferResult::dropped;
+          }
+          if (!wait_for_room(enqueued + config_.offer_timeout)) {
+            if (stopping_.load(std::memory_order_acquire)) {
+              shard.refused_stopped.fetch_add(1, std::memory_order_relaxed);
+              return OfferResult::stopped;
+            }
+            shard.refused_timeout.fetch_add(1, std::memory_order_relaxed);
+            return OfferResult::timed_out;
+          }
+          break;
+        case OfferPolicy::drop_oldest:
+          evict = true;
+          break;
+      }
+    }
+    if (evict) {
+      return offer_evicting(std::move(message), index, enqueued);
+    }
+
+    bool wake_worker = false;
+    {
+      const std::lock_guard lock(shard.mutex);
+      if (shard.closed) {
+        release_capacity(1);
+        shard.refused_stopped.fetch_add(1, std::memory_order_relaxed);
+        return OfferResult::stopped;
+      }
+      push_locked(shard, std::move(message), enqueued);
+      wake_worker = shard.wake_at != 0 && shard.ring.size() >= shard.wake_at;
+    }
+    if (wake_worker) {
+      shard.wake.notify_one();
+    }
+    return OfferResult::accepted;
+  }
+
+  StopReport stop(StopMode mode) noexcept {
+    const std::lock_guard lock(lifecycle_mutex_);
+    return stop_locked(mode);
+  }
+
+  MetricsSnapshot metrics() const;
+
+  TuningReport tuning_report() const { return ledger_.report(); }
+
+  const OptimizerConfig& config() const noexcept { return config_; }
+  std::size_t worker_count() const noexcept { return worker_count_; }
+
+  std::vector<pid_t> worker_tids() const {
+    std::vector<pid_t> tids;
+    for (const auto& worker : workers_) {
+      const pid_t tid = worker->tid.load(std::memory_order_acquire);
+      if (tid == 0) {
+        return {};
+      }
+      tids.push_back(tid);
+    }
+    return tids;
+  }
+
+ private:
+  // Claims one unit of queue capacity if any is left.
+  bool try_reserve() noexcept {
+    std::size_t queued = queued_.load(std::memory_order_relaxed);
+    while (queued < config_.buffer_capacity) {
+      // seq_cst on success: pairs with the waiter count in release_capacity (see there).
+      if (queued_.compare_exchange_weak(queued, queued + 1, std::memory_order_seq_cst,
+                                        std::memory_order_relaxed)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void release_capacity(std::size_t count) noexcept {
+    // seq_cst store-then-load against the producer's seq_cst increment-then-reserve in
+    // wait_for_room: one of the two sees the other, so a waiter is never left asleep.
+    queued_.fetch_sub(count, std::memory_order_seq_cst);
+    if (room_waiters_.load(std::memory_order_seq_cst) != 0) {
+      { const std::lock_guard lock(room_mutex_); }
+      room_.notify_all();
+    }
+  }
+
+  // Waits until capacity is reserved (true), or until the deadline passes or the optimizer
+  // stops (false).
+  bool wait_for_room(std::optional<Clock::time_point> deadline) noexcept {
+    std::unique_lock lock(room_mutex_);
+    room_waiters_.fetch_add(1, std::memory_order_seq_cst);
+    bool reserved = false;
+    while (!(reserved = try_reserve()) && !stopping_.load(std::memory_order_acquire)) {
+      if (!deadline) {
+        room_.wait(lock);
+      } else if (room_.wait_until(lock, *deadline) == std::cv_status::timeout) {
+        reserved = try_reserve();
+        break;
+      }
+    }
+    room_waiters_.fetch_sub(1, std::memory_order_relaxed);
+    if (reserved && stopping_.load(std::memory_order_acquire)) {
+      // Room came too late: the shard is closing, the push would be refused anyway.
+      lock.unlock();
+      release_capacity(1);
+      return false;
+    }
+    return reserved;
+  }
+
+  static void push_locked(Shard& shard, Message&& message, Clock::time_point enqueued) {
+    shard.ring.push_back(Slot{std::move(message), enqueued});
+    shard.pushed.add(1);
+  }
+
+  // drop_oldest with a full queue: with every shard locked (in index order, so producers
+  // cannot deadlock), evict the oldest queued message and queue the new one in one step.
+  OfferResult offer_evicting(Message&& message, std::size_t index, Clock::time_point enqueued) {
+    for (;;) {
+      std::optional<Message> victim;
+      bool reserved = false;
+      bool closed = false;
+      for (auto& shard : shards_) {
+        shard->mutex.lock();
+      }
+      Shard& own = *shards_[index];
+      if (own.closed) {
+        closed = true;
+      } else if ((reserved = try_reserve())) {
+        push_locked(own, std::move(message), enqueued);
+      } else if (Shard* oldest = find_oldest_locked(); oldest != nullptr) {
+        victim.emplace(oldest->ring.pop_front().message);
+        oldest->evicted.add(1);
+        push_locked(own, std::move(message), enqueued);
+      }
+      const bool wake_worker = own.wake_at != 0 && own.ring.size() >= own.wake_at;
+      for (auto it = shards_.rbegin(); it != shards_.rend(); ++it) {
+        (*it)->mutex.unlock();
+      }
+
+      if (closed) {
+        own.refused_stopped.fetch_add(1, std::memory_order_relaxed);
+        return OfferResult::stopped;
+      }
+      if (reserved || victim) {
+        if (wake_worker) {
+          own.wake.notify_one();
+        }
+        if (victim) {
+          router_.dropped(*victim, DropReason::evicted);
+          return OfferResult::accepted_evicted;
+        }
+        return OfferResult::accepted;
+      }
+      // Every unit of capacity is reserved by producers that have not pushed yet: let them.
+      std::this_thread::yield();
+    }
+  }
+
+  Shard* find_oldest_locked() noexcept {
+    Shard* oldest = nullptr;
+    for (auto& shard : shards_) {
+      if (!shard->ring.empty() &&
+          (oldest == nullptr || shard->ring.front().enqueued < oldest->ring.front().enqueued)) {
+        oldest = shard.get();
+      }
+    }
+    return oldest;
+  }
+
+  // Moves up to `want` messages from the ring into `batch`; the caller holds the shard lock.
+  std::size_t take_locked(Shard& shard, std::vector<Slot>& batch, std::size_t want) noexcept {
+    const std::size_t n = std::min(want, shard.ring.size());
+    for (std::size_t i = 0; i < n; ++i) {
+      batch.push_back(shard.ring.pop_front());
+    }
+    if (n != 0) {
+      shard.taken.add(n);
+      release_capacity(n);
+    }
+    return n;
+  }
+
+  // Fills `batch` from the worker's shard: waits for a first message, then, for batches
+  // larger than one, for more until the batch is full or flush_interval has passed since the
+  // first message was offered. Returns false when the worker should exit.
+  bool collect_batch(Shard& shard, std::vector<Slot>& batch) {
+    const std::size_t batch_size = config_.batch_size;
+    std::unique_lock lock(shard.mutex);
+    while (shard.ring.empty() || shard.abandon) {
+      if (shard.closed) {
+        return false;
+      }
+      shard.wake_at = 1;
+      shard.wake.wait(lock);
+      shard.wake_at = 0;
+    }
+    take_locked(shard, batch, batch_size);
+    if (batch.size() < batch_size && config_.flush_interval > std::chrono::nanoseconds::zero()) {
+      const auto deadline = batch.front().enqueued + config_.flush_interval;
+      while (batch.size() < batch_size && !shard.closed && Clock::now() < deadline) {
+        shard.wake_at = batch_size - batch.size();
+        shard.wake.wait_until(lock, deadline);
+        shard.wake_at = 0;
+        take_locked(shard, batch, batch_size - batch.size());
+      }
+    }
+    return true;
+  }
+
+  void worker_main(std::size_t index, std::latch& ready) noexcept {
+    WorkerState& self = *workers_[index];
+    Shard& shard = *shards_[index];
+    std::optional<int> cpu;
+    if (!cpus_.empty()) {
+      cpu = cpus_[index % cpus_.size()];
+    }
+    const std::string name = config_.tuning.name_threads ? "v2-worker-" + std::to_string(index) : "";
+    self.tid.store(ledger_.apply_to_current_thread(name, index, cpu), std::memory_order_release);
+    ready.count_down();
+
+    const RouteContext context{index};
+    std::vector<Slot> batch;
+    batch.reserve(config_.batch_size);
+    while (collect_batch(shard, batch)) {
+      auto now = Clock::now();
+      for (Slot& slot : batch) {
+        self.queue_latency.record(elapsed_ns(slot.enqueued, now));
+        const auto type = static_cast<std::size_t>(slot.message.type);
+        if (slot.message.is_for_broker()) {
+          router_.handle_broker(slot.message, context);
+        } else {
+          router_.route(slot.message, context);
+        }
+        const auto done = Clock::now();
+        self.route_latency.record(elapsed_ns(now, done));
+        now = done;
+        if (type < kMessageTypeCount) {
+          self.routed_by_type[type].add(1);
+        }
+        self.routed.add(1);
+      }
+      router_.end_batch(context);
+      self.batches.add(1);
+      batch.clear();
+    }
+  }
+
+  void stats_main(std::latch& ready) noexcept;
+
+  StopReport stop_locked(StopMode mode) noexcept;
+
+  Router& router_;
+  OptimizerConfig config_;
+  detail::TuningLedger ledger_;
+  std::size_t worker_count_ = 0;
+  std::vector<int> cpus_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::vector<std::unique_ptr<WorkerState>> workers_;
+
+  alignas(kCacheLine) std::atomic<std::size_t> queued_{0};
+  alignas(kCacheLine) std::atomic<std::size_t> room_waiters_{0};
+  std::atomic<bool> stopping_{false};
+  std::mutex room_mutex_;
+  std::condition_variable room_;
+
+  std::mutex lifecycle_mutex_;
+  bool started_ = false;
+  bool stopped_ = false;
+  std::size_t threads_started_ = 0;
+  std::thread stats_thread_;
+  StatsCallback stats_callback_;
+
+  // Stats thread state: its wake-up, and what it publishes for metrics().
+  mutable std::mutex stats_mutex_;
+  std::condition_variable stats_wake_;
+  bool stats_stop_ = false;
+  double messages_per_second_ = 0.0;
+  detail::HistogramCounts recent_queue_;
+  detail::HistogramCounts recent_route_;
+};
+
+StopReport Optimizer::Impl::stop_locked(StopMode mode) noexcept {
+  if (stopped_) {
+    return {};
+  }
+  stopped_ = true;
+
+  {
+    // Under room_mutex_ so no producer can check stopping_ and then sleep past the notify.
+    const std::lock_guard lock(room_mutex_);
+    stopping_.store(true, std::memory_order_release);
+  }
+  room_.notify_all();
+
+  for (auto& shard : shards_) {
+    {
+      const std::lock_guard lock(shard->mutex);
+      shard->closed = true;
+      shard->abandon = mode == StopMode::abandon;
+    }
+    shard->wake.notify_all();
+  }
+
+  for (std::size_t i = 0; i < threads_started_; ++i) {
+    workers_[i]->thread.join();
+  }
+  {
+    const std::lock_guard lock(stats_mutex_);
+    stats_stop_ = true;
+  }
+  stats_wake_.notify_all();
+  if (stats_thread_.joinable()) {
+    stats_thread_.join();
+  }
+
+  // What is left was never taken: workers were told to abandon it, or never started. A drain
+  // without workers routes it here, on the stopping thread, in queue order per shard.
+  StopReport report;
+  for (std::size_t i = 0; i < shards_.size(); ++i) {
+    Shard& shard = *shards_[i];
+    std::vector<Slot> rest;
+    {
+      const std::lock_guard lock(shard.mutex);
+      rest.reserve(shard.ring.size());
+      if (mode == StopMode::drain) {
+        take_locked(shard, rest, shard.ring.size());
+      } else {
+        while (!shard.ring.empty()) {
+          rest.push_back(shard.ring.pop_front());
+        }
+        shard.abandoned.add(rest.size());
+        release_capacity(rest.size());
+      }
+    }
+    if (rest.empty()) {
+      continue;
+    }
+    const RouteContext context{i};
+    for (Slot& slot : rest) {
+      if (mode == StopMode::abandon) {
+        router_.dropped(slot.message, DropReason::abandoned);
+        continue;
+      }
+      if (const auto type = static_cast<std::size_t>(slot.message.type); type < kMessageTypeCount) {
+        workers_[i]->routed_by_type[type].add(1);
+      }
+      if (slot.message.is_for_broker()) {
+        router_.handle_broker(slot.message, context);
+      } else {
+        router_.route(slot.message, context);
+      }
+    }
+    if (mode == StopMode::abandon) {
+      report.abandoned += rest.size();
+    } else {
+      workers_[i]->routed.add(rest.size());
+      router_.end_batch(context);
+    }
+  }
+  return report;
+}
+
+void Optimizer::Impl::stats_main(std::latch& ready) noexcept {
+  ledger_.apply_to_current_thread(config_.tuning.name_threads ? "v2-stats" : "", std::nullopt,
+                                  std::nullopt);
+  ready.count_down();
+
+  detail::HistogramCounts previous_queue;
+  detail::HistogramCounts previous_route;
+  std::uint64_t previous_routed = 0;
+  auto previous_time = Clock::now();
+  std::unique_lock lock(stats_mutex_);
+  for (;;) {
+    const auto deadline = previous_time + config_.stats_interval;
+    if (stats_wake_.wait_until(lock, deadline, [this] { return stats_stop_; })) {
+      return;
+    }
+    lock.unlock();
+
+    detail::HistogramCounts queue_now;
+    detail::HistogramCounts route_now;
+    std::uint64_t routed = 0;
+    for (const auto& worker : workers_) {
+      routed += worker->routed.read();
+      worker->queue_latency.snapshot_into(queue_now);
+      worker->route_latency.snapshot_into(route_now);
+    }
+    const auto now = Clock::now();
+    const double seconds = std::chrono::duration<double>(now - previous_time).count();
+    detail::HistogramCounts recent_queue = queue_now;
+    recent_queue.subtract(previous_queue);
+    detail::HistogramCounts recent_route = route_now;
+    recent_route.subtract(previous_route);
+
+    lock.lock();
+    messages_per_second_ =
+        seconds > 0.0 ? static_cast<double>(routed - previous_routed) / seconds : 0.0;
+    recent_queue_ = std::move(recent_queue);
+    recent_route_ = std::move(recent_route);
+    previous_queue = std::move(queue_now);
+    previous_route = std::move(route_now);
+    previous_routed = routed;
+    previous_time = now;
+
+    if (stats_callback_) {
+      lock.unlock();
+      stats_callback_(metrics());
+      lock.lock();
+    }
+  }
+}
+
+MetricsSnapshot Optimizer::Impl::metrics() const {
+  MetricsSnapshot snapshot;
+  snapshot.taken_at = Clock::now();
+  snapshot.capacity = config_.buffer_capacity;
+
+  // Read in causal order, each step with acquire: routed before taken, taken before evicted
+  // and abandoned, those before pushed. Every message is pushed before it is taken, evicted
+  // or abandoned, and taken before it is routed, so the differences below are never negative.
+  detail::HistogramCounts queue_latency;
+  detail::HistogramCounts route_latency;
+  snapshot.workers.resize(workers_.size());
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    const WorkerState& worker = *workers_[i];
+    snapshot.workers[i].routed = worker.routed.read();
+    snapshot.workers[i].batches = worker.batches.read();
+    snapshot.routed += snapshot.workers[i].routed;
+    for (std::size_t t = 0; t < kMessageTypeCount; ++t) {
+      snapshot.routed_by_type[t] += worker.routed_by_type[t].read();
+    }
+    worker.queue_latency.snapshot_into(queue_latency);
+    worker.route_latency.snapshot_into(route_latency);
+  }
+  std::uint64_t taken = 0;
+  for (const auto& shard : shards_) {
+    taken += shard->taken.read();
+  }
+  for (const auto& shard : shards_) {
+    snapshot.dropped.evicted += shard->evicted.read();
+    snapshot.dropped.abandoned += shard->abandoned.read();
+  }
+  std::uint64_t pushed = 0;
+  for (std::size_t i = 0; i < shards_.size(); ++i) {
+    const Shard& shard = *shards_[i];
+    const std::uint64_t shard_pushed = shard.pushed.read();
+    pushed += shard_pushed;
+    snapshot.dropped.full += shard.refused_full.load(std::memory_order_relaxed);
+    snapshot.dropped.timed_out += shard.refused_timeout.load(std::memory_order_relaxed);
+    snapshot.dropped.stopped += shard.refused_stopped.load(std::memory_order_relaxed);
+    // Racy per-worker depth, for display: the shard's own counters, read just now.
+    const std::uint64_t gone = shard.taken.read() + shard.evicted.read() + shard.abandoned.read();
+    snapshot.workers[i].queued = shard_pushed > gone ? shard_pushed - gone : 0;
+  }
+
+  snapshot.in_flight = taken - snapshot.routed;
+  snapshot.queued = pushed - taken - snapshot.dropped.evicted - snapshot.dropped.abandoned;
+  snapshot.offered = pushed + snapshot.dropped.full + snapshot.dropped.timed_out +
+                     snapshot.dropped.stopped;
+  snapshot.saturation =
+      static_cast<double>(snapshot.queued) / static_cast<double>(config_.buffer_capacity);
+  snapshot.queue_latency = queue_latency.summary();
+  snapshot.route_latency = route_latency.summary();
+  {
+    const std::lock_guard lock(stats_mutex_);
+    snapshot.messages_per_second = messages_per_second_;
+    snapshot.recent_queue_latency = recent_queue_.summary();
+    snapshot.recent_route_latency = recent_route_.summary();
+  }
+  return snapshot;
+}
+
+Optimizer::Optimizer(Router& router, OptimizerConfig config)
+    : impl_(std::make_unique<Impl>(router, std::move(config))) {}
+
+Optimizer::~Optimizer() = default;
+
+void Optimizer::set_stats_callback(StatsCallback callback) {
+  impl_->set_stats_callback(std::move(callback));
+}
+
+void Optimizer::start() { impl_->start(); }
+
+OfferResult Optimizer::offer(Message&& message) noexcept { return impl_->offer(std::move(message)); }
+
+StopReport Optimizer::stop(StopMode mode) noexcept { return impl_->stop(mode); }
+
+MetricsSnapshot Optimizer::metrics() const { return impl_->metrics(); }
+
+TuningReport Optimizer::tuning_report() const { return impl_->tuning_report(); }
+
+const OptimizerConfig& Optimizer::config() const noexcept { return impl_->config(); }
+
+std::size_t Optimizer::worker_count() const noexcept { return impl_->worker_count(); }
+
+std::vector<pid_t> Optimizer::worker_tids() const { return impl_->worker_tids(); }
+
+}  // namespace v2
