@@ -42,8 +42,9 @@ struct WorkerMetrics {
 
 /// A snapshot of the optimizer's counters.
 ///
-/// Counters are monotonic and read in an order that keeps the snapshot self-consistent:
-/// offered == routed + dropped.total() + queued + in_flight holds in every snapshot.
+/// The queue counters are taken as one consistent cut (queues briefly locked), so
+/// offered == routed + dropped.total() + queued + in_flight holds exactly in every snapshot, and
+/// queued never exceeds capacity. Latency figures are read without the cut.
 struct MetricsSnapshot {
   std::chrono::steady_clock::time_point taken_at;
   std::uint64_t offered = 0;

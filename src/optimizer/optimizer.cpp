@@ -40,7 +40,8 @@ std::uint64_t elapsed_ns(Clock::time_point from, Clock::time_point to) noexcept 
 
 // A counter with one writer at a time (the thread holding the relevant lock, or the owning
 // worker) and concurrent readers: store-after-load avoids a locked add on the hot path.
-// Release pairs with the acquire in read(): see Optimizer::Impl::metrics() for the order.
+// Release pairs with the acquire in read(), so a reader that sees a worker's routed count also
+// sees the taken count that preceded it.
 class OwnedCounter {
  public:
   void add(std::uint64_t by) noexcept {
@@ -63,7 +64,7 @@ struct Slot {
 struct alignas(kCacheLine) Shard {
   explicit Shard(std::size_t capacity) : ring(capacity, std::min(capacity, kInitialRingSlots)) {}
 
-  std::mutex mutex;
+  mutable std::mutex mutex;
   std::condition_variable wake;  // the worker waits here for messages
   detail::GrowingRing<Slot> ring;
   std::size_t wake_at = 0;  // worker asleep until ring.size() >= wake_at; 0 while awake
@@ -609,49 +610,53 @@ MetricsSnapshot Optimizer::Impl::metrics() const {
   MetricsSnapshot snapshot;
   snapshot.taken_at = Clock::now();
   snapshot.capacity = config_.buffer_capacity;
+  snapshot.workers.resize(workers_.size());
 
-  // Read in causal order, each step with acquire: routed before taken, taken before evicted
-  // and abandoned, those before pushed. Every message is pushed before it is taken, evicted
-  // or abandoned, and taken before it is routed, so the differences below are never negative.
+  // A consistent cut: every change to the queue counters happens under a shard lock, so with
+  // all of them held (in index order, as producers take them) those counters stand still.
+  // Routed counts still grow, but only up to what was taken, so they are read last.
+  std::uint64_t pushed = 0;
+  std::uint64_t taken = 0;
+  for (const auto& shard : shards_) {
+    shard->mutex.lock();
+  }
+  for (std::size_t i = 0; i < shards_.size(); ++i) {
+    const Shard& shard = *shards_[i];
+    pushed += shard.pushed.read();
+    taken += shard.taken.read();
+    snapshot.dropped.evicted += shard.evicted.read();
+    snapshot.dropped.abandoned += shard.abandoned.read();
+    snapshot.workers[i].queued = shard.ring.size();
+  }
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    snapshot.workers[i].routed = workers_[i]->routed.read();
+    snapshot.routed += snapshot.workers[i].routed;
+  }
+  for (auto it = shards_.rbegin(); it != shards_.rend(); ++it) {
+    (*it)->mutex.unlock();
+  }
+
+  for (const auto& shard : shards_) {
+    snapshot.dropped.full += shard->refused_full.load(std::memory_order_relaxed);
+    snapshot.dropped.timed_out += shard->refused_timeout.load(std::memory_order_relaxed);
+    snapshot.dropped.stopped += shard->refused_stopped.load(std::memory_order_relaxed);
+  }
   detail::HistogramCounts queue_latency;
   detail::HistogramCounts route_latency;
-  snapshot.workers.resize(workers_.size());
   for (std::size_t i = 0; i < workers_.size(); ++i) {
     const WorkerState& worker = *workers_[i];
-    snapshot.workers[i].routed = worker.routed.read();
     snapshot.workers[i].batches = worker.batches.read();
-    snapshot.routed += snapshot.workers[i].routed;
     for (std::size_t t = 0; t < kMessageTypeCount; ++t) {
       snapshot.routed_by_type[t] += worker.routed_by_type[t].read();
     }
     worker.queue_latency.snapshot_into(queue_latency);
     worker.route_latency.snapshot_into(route_latency);
   }
-  std::uint64_t taken = 0;
-  for (const auto& shard : shards_) {
-    taken += shard->taken.read();
-  }
-  for (const auto& shard : shards_) {
-    snapshot.dropped.evicted += shard->evicted.read();
-    snapshot.dropped.abandoned += shard->abandoned.read();
-  }
-  std::uint64_t pushed = 0;
-  for (std::size_t i = 0; i < shards_.size(); ++i) {
-    const Shard& shard = *shards_[i];
-    const std::uint64_t shard_pushed = shard.pushed.read();
-    pushed += shard_pushed;
-    snapshot.dropped.full += shard.refused_full.load(std::memory_order_relaxed);
-    snapshot.dropped.timed_out += shard.refused_timeout.load(std::memory_order_relaxed);
-    snapshot.dropped.stopped += shard.refused_stopped.load(std::memory_order_relaxed);
-    // Racy per-worker depth, for display: the shard's own counters, read just now.
-    const std::uint64_t gone = shard.taken.read() + shard.evicted.read() + shard.abandoned.read();
-    snapshot.workers[i].queued = shard_pushed > gone ? shard_pushed - gone : 0;
-  }
 
   snapshot.in_flight = taken - snapshot.routed;
   snapshot.queued = pushed - taken - snapshot.dropped.evicted - snapshot.dropped.abandoned;
-  snapshot.offered = pushed + snapshot.dropped.full + snapshot.dropped.timed_out +
-                     snapshot.dropped.stopped;
+  snapshot.offered =
+      pushed + snapshot.dropped.full + snapshot.dropped.timed_out + snapshot.dropped.stopped;
   snapshot.saturation =
       static_cast<double>(snapshot.queued) / static_cast<double>(config_.buffer_capacity);
   snapshot.queue_latency = queue_latency.summary();

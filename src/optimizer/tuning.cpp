@@ -70,14 +70,43 @@ std::string thread_line(const ThreadTuning& thread) {
   return line;
 }
 
-void add_shortfall(std::string& text, const ThreadTuning& thread, std::string_view tuning,
-                   TuningOutcome outcome, const std::string& detail) {
+/// One reason for a shortfall, shared by every thread it concerns.
+struct Shortfall {
+  std::string_view tuning;
+  TuningOutcome outcome = TuningOutcome::applied;
+  std::string reason;  // the detail with the thread's own id masked, to merge equal reasons
+  std::string detail;  // the first thread's detail, as recorded
+  std::string threads;
+};
+
+std::string mask_tid(std::string detail, pid_t tid) {
+  const std::string own = "tid=" + std::to_string(tid);
+  for (auto at = detail.find(own); at != std::string::npos; at = detail.find(own, at)) {
+    const auto end = at + own.size();
+    if (end < detail.size() && detail[end] >= '0' && detail[end] <= '9') {
+      at = end;  // a longer id that merely starts with this one
+      continue;
+    }
+    detail.replace(at, own.size(), "tid=*");
+  }
+  return detail;
+}
+
+void add_shortfall(std::vector<Shortfall>& shortfalls, const ThreadTuning& thread,
+                   std::string_view tuning, TuningOutcome outcome, const std::string& detail) {
   if (fine(outcome)) {
     return;
   }
-  text += "  tid=" + std::to_string(thread.tid) + " name=" + thread.name + " " +
-          std::string(tuning) + " " + std::string(to_string(outcome)) + ": " +
-          (detail.empty() ? std::string("no reason recorded") : detail) + "\n";
+  std::string reason = mask_tid(detail, thread.tid);
+  const std::string who = thread.name + " (" + std::to_string(thread.tid) + ")";
+  for (auto& shortfall : shortfalls) {
+    if (shortfall.tuning == tuning && shortfall.outcome == outcome && shortfall.reason == reason) {
+      shortfall.threads += ", " + who;
+      return;
+    }
+  }
+  shortfalls.push_back({tuning, outcome, std::move(reason),
+                        detail.empty() ? std::string("no reason recorded") : detail, who});
 }
 
 }  // namespace
@@ -164,7 +193,7 @@ std::string TuningReport::describe() const {
     text += "  " + thread_line(thread) + "\n";
   }
 
-  std::string shortfalls;
+  std::vector<Shortfall> shortfalls;
   for (const auto& thread : threads) {
     add_shortfall(shortfalls, thread, "cpu", thread.affinity.outcome, thread.affinity.detail);
     add_shortfall(shortfalls, thread, "nice", thread.nice.outcome, thread.nice.detail);
@@ -173,8 +202,11 @@ std::string TuningReport::describe() const {
   }
   if (shortfalls.empty()) {
     text += "every requested tuning is in force\n";
-  } else {
-    text += "shortfalls:\n" + shortfalls;
+  }
+  for (const auto& shortfall : shortfalls) {
+    text += "shortfall: " + std::string(shortfall.tuning) + " " +
+            std::string(to_string(shortfall.outcome)) +
+            " on " + shortfall.threads + ": " + shortfall.detail + "\n";
   }
   return text;
 }

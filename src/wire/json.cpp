@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <new>
 #include <string>
 #include <string_view>
 
@@ -192,10 +193,10 @@ std::string extract_fields(Parsers& parsers, std::string_view line, Message& mes
   std::string why;
   std::string type_text;
   for (auto field_result : object) {
-    od::field field;
-    if (auto code = field_result.get(field); code != simdjson::SUCCESS) {
+    if (auto code = field_result.error(); code != simdjson::SUCCESS) {
       return json_error_text(code);
     }
+    od::field field = field_result.value_unsafe();
     std::string_view key;
     if (auto code = field.unescaped_key().get(key); code != simdjson::SUCCESS) {
       return json_error_text(code);
