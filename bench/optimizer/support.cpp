@@ -1,6 +1,5 @@
 #include "support.hpp"
 
-#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -10,6 +9,7 @@
 #include <array>
 #include <cerrno>
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
 #include <new>
 #include <system_error>
@@ -31,7 +31,7 @@ void count_allocation(std::size_t size) noexcept {
 
 void* allocate(std::size_t size) {
   count_allocation(size);
-  if (void* p = std::malloc(size == 0 ? 1 : size)) {  // NOLINT(*-no-malloc): replacing new
+  if (void* p = std::malloc(size == 0 ? 1 : size)) {  // NOLINT(*-no-malloc): this is new
     return p;
   }
   throw std::bad_alloc();
@@ -52,8 +52,12 @@ void* allocate_aligned(std::size_t size, std::align_val_t alignment) {
 // Every form of operator new is replaced, so that no allocation escapes the count: the
 // array and nothrow forms too, and the aligned ones, which libstdc++ does not route through
 // the plain form.
-void* operator new(std::size_t size) { return allocate(size); }
-void* operator new[](std::size_t size) { return allocate(size); }
+void* operator new(std::size_t size) {
+  return allocate(size);
+}
+void* operator new[](std::size_t size) {
+  return allocate(size);
+}
 void* operator new(std::size_t size, const std::nothrow_t& /*tag*/) noexcept {
   try {
     return allocate(size);
@@ -78,20 +82,32 @@ void* operator new[](std::size_t size, std::align_val_t alignment) {
 // GCC cannot see that the operators new above are the matching malloc.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-void operator delete(void* p) noexcept { std::free(p); }                 // NOLINT(*-no-malloc)
-void operator delete[](void* p) noexcept { std::free(p); }               // NOLINT(*-no-malloc)
-void operator delete(void* p, std::size_t /*size*/) noexcept { std::free(p); }    // NOLINT
-void operator delete[](void* p, std::size_t /*size*/) noexcept { std::free(p); }  // NOLINT
-void operator delete(void* p, std::align_val_t /*alignment*/) noexcept { std::free(p); }  // NOLINT
-void operator delete[](void* p, std::align_val_t /*alignment*/) noexcept {  // NOLINT
-  std::free(p);                                                           // NOLINT(*-no-malloc)
+// NOLINTBEGIN(cppcoreguidelines-no-malloc,hicpp-no-malloc): the replacements pair with malloc
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t /*size*/) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::size_t /*size*/) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::align_val_t /*alignment*/) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::align_val_t /*alignment*/) noexcept {
+  std::free(p);
 }
 void operator delete(void* p, std::size_t /*size*/, std::align_val_t /*alignment*/) noexcept {
-  std::free(p);  // NOLINT(*-no-malloc)
+  std::free(p);
 }
 void operator delete[](void* p, std::size_t /*size*/, std::align_val_t /*alignment*/) noexcept {
-  std::free(p);  // NOLINT(*-no-malloc)
+  std::free(p);
 }
+// NOLINTEND(cppcoreguidelines-no-malloc,hicpp-no-malloc)
 #pragma GCC diagnostic pop
 
 namespace v2::bench {
@@ -170,8 +186,7 @@ void CountingRouter::count(const Message& message, const RouteContext& context) 
   }
   // Only this worker writes its count: load and store, no locked add. Release so that a
   // reader seeing the count also sees the router's other effects.
-  worker.routed.store(worker.routed.load(std::memory_order_relaxed) + 1,
-                      std::memory_order_release);
+  worker.routed.store(worker.routed.load(std::memory_order_relaxed) + 1, std::memory_order_release);
 }
 
 std::uint64_t CountingRouter::routed() const noexcept {

@@ -37,6 +37,9 @@ struct Message {
   std::string target;          ///< recipient's registered name, or "broker"
   std::string correlation_id;  ///< copied from a request to its response
   Payload payload;             ///< opaque bytes; raw JSON in the JSON framing
+  /// Not on the wire and never read by the optimizer: a handle the embedding application keeps
+  /// with the message (the broker daemon stores the sending connection's id here).
+  std::uint64_t origin = 0;
 
   [[nodiscard]] bool is_for_broker() const noexcept { return target == kBrokerName; }
 };

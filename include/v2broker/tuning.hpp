@@ -94,4 +94,10 @@ struct TuningReport {
   [[nodiscard]] std::string describe() const;
 };
 
+/// Applies `config` to a short-lived thread, as to a worker pinned to `cpu`, and reports what
+/// the kernel put in force, without changing any other thread of the process: the truthful
+/// answer to "what would the tunings achieve here, for this user". Throws std::system_error if
+/// the thread cannot be created.
+[[nodiscard]] ThreadTuning probe_tuning(const TuningConfig& config, std::optional<int> cpu);
+
 }  // namespace v2

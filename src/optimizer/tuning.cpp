@@ -63,10 +63,10 @@ std::string thread_line(const ThreadTuning& thread) {
           "->" + std::to_string(nice.in_force) + outcome_mark(nice.outcome);
 
   const auto& io = thread.io_priority;
-  line += " io=" +
-          (io.requested_class ? io_text(*io.requested_class, io.requested_level)
-                              : std::string("off")) +
-          "->" + io_text(io.in_force_class, io.in_force_level) + outcome_mark(io.outcome);
+  line +=
+      " io=" +
+      (io.requested_class ? io_text(*io.requested_class, io.requested_level) : std::string("off")) +
+      "->" + io_text(io.in_force_class, io.in_force_level) + outcome_mark(io.outcome);
   return line;
 }
 
@@ -135,11 +135,10 @@ int CapabilityState::rlimit_nice_floor() const noexcept {
 }
 
 std::string CapabilityState::describe() const {
-  std::string text = "cap_sys_nice=" +
-                     cap_sets(sys_nice_effective, sys_nice_permitted, sys_nice_bounding) +
-                     " cap_sys_admin=" +
-                     cap_sets(sys_admin_effective, sys_admin_permitted, sys_admin_bounding) +
-                     " no_new_privs=" + (no_new_privs ? "1" : "0") + " rlimit_nice=";
+  std::string text =
+      "cap_sys_nice=" + cap_sets(sys_nice_effective, sys_nice_permitted, sys_nice_bounding) +
+      " cap_sys_admin=" + cap_sets(sys_admin_effective, sys_admin_permitted, sys_admin_bounding) +
+      " no_new_privs=" + (no_new_privs ? "1" : "0") + " rlimit_nice=";
   if (nice_rlimit == static_cast<unsigned long long>(RLIM_INFINITY)) {
     text += "unlimited";
   } else {
@@ -186,9 +185,8 @@ bool TuningReport::fully_applied() const noexcept {
 }
 
 std::string TuningReport::describe() const {
-  std::string text = "linux tuning: " + std::to_string(threads.size()) +
-                     " threads, allowed cpus " + sys::format_cpu_list(allowed_cpus) + ", " +
-                     capabilities.describe() + "\n";
+  std::string text = "linux tuning: " + std::to_string(threads.size()) + " threads, allowed cpus " +
+                     sys::format_cpu_list(allowed_cpus) + ", " + capabilities.describe() + "\n";
   for (const auto& thread : threads) {
     text += "  " + thread_line(thread) + "\n";
   }
@@ -197,16 +195,15 @@ std::string TuningReport::describe() const {
   for (const auto& thread : threads) {
     add_shortfall(shortfalls, thread, "cpu", thread.affinity.outcome, thread.affinity.detail);
     add_shortfall(shortfalls, thread, "nice", thread.nice.outcome, thread.nice.detail);
-    add_shortfall(shortfalls, thread, "io", thread.io_priority.outcome,
-                  thread.io_priority.detail);
+    add_shortfall(shortfalls, thread, "io", thread.io_priority.outcome, thread.io_priority.detail);
   }
   if (shortfalls.empty()) {
     text += "every requested tuning is in force\n";
   }
   for (const auto& shortfall : shortfalls) {
     text += "shortfall: " + std::string(shortfall.tuning) + " " +
-            std::string(to_string(shortfall.outcome)) +
-            " on " + shortfall.threads + ": " + shortfall.detail + "\n";
+            std::string(to_string(shortfall.outcome)) + " on " + shortfall.threads + ": " +
+            shortfall.detail + "\n";
   }
   return text;
 }

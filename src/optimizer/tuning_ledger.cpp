@@ -3,8 +3,8 @@
 #include <sys/resource.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <array>
+#include <cerrno>
 #include <set>
 #include <utility>
 #include <vector>
@@ -20,7 +20,9 @@ namespace {
 constexpr int kMaxThreadScans = 64;
 constexpr int kNiceLimitBase = 20;  // RLIMIT_NICE r allows nice values down to 20 - r
 
-bool refused(int error) noexcept { return error == EACCES || error == EPERM; }
+bool refused(int error) noexcept {
+  return error == EACCES || error == EPERM;
+}
 
 std::string cap_word(bool set, std::string_view name) {
   return std::string(name) + "=" + (set ? "yes" : "no");
@@ -63,8 +65,8 @@ std::string nice_refusal(const sys::SysError& error, int requested, int before,
               ? std::string("unlimited")
               : std::to_string(caps.nice_rlimit);
   if (fallback) {
-    text += " allows down to " + std::to_string(*fallback) + ": nice " +
-            std::to_string(*fallback) + " set instead";
+    text += " allows down to " + std::to_string(*fallback) + ": nice " + std::to_string(*fallback) +
+            " set instead";
   } else {
     text += " allows nothing below the current " + std::to_string(before);
   }
@@ -89,12 +91,12 @@ std::string io_refusal(const sys::SysError& error, const CapabilityState& caps,
             ")";
   }
   if (fallback) {
-    text += ": " + std::string(to_string(*fallback)) + "/" + std::to_string(level) +
-            " set instead";
+    text += ": " + std::string(to_string(*fallback)) + "/" + std::to_string(level) + " set instead";
   }
   if (refused(error.code)) {
-    text += "; fix: " + capability_fix("cap_sys_nice", caps.sys_nice_permitted,
-                                       caps.sys_nice_bounding, caps, binary) +
+    text += "; fix: " +
+            capability_fix("cap_sys_nice", caps.sys_nice_permitted, caps.sys_nice_bounding, caps,
+                           binary) +
             "; kernels before 5.14 accept only cap_sys_admin for the realtime class";
   }
   return text;
@@ -128,10 +130,9 @@ bool worker_first(const ThreadTuning& a, const ThreadTuning& b) noexcept {
 }  // namespace
 
 TuningLedger::TuningLedger(TuningConfig config)
-    : config_(std::move(config)),
-      binary_(sys::executable_path().value_or(std::string("BINARY"))) {}
+    : config_(std::move(config)), binary_(sys::executable_path().value_or(std::string("BINARY"))) {}
 
-TuningLedger::AffinityAttempt TuningLedger::apply_affinity(pid_t tid, int cpu) const {
+TuningLedger::AffinityAttempt TuningLedger::apply_affinity(pid_t tid, int cpu) {
   AffinityAttempt attempt;
   attempt.cpu = cpu;
   const std::array<int, 1> cpus{cpu};
@@ -175,8 +176,8 @@ std::optional<TuningLedger::NiceAttempt> TuningLedger::apply_nice(pid_t tid) con
       attempt.detail = weaker.error().message + "; ";
     }
   }
-  attempt.detail += nice_refusal(status.error(), config_.nice, attempt.before, caps, binary_,
-                                 attempt.fallback);
+  attempt.detail +=
+      nice_refusal(status.error(), config_.nice, attempt.before, caps, binary_, attempt.fallback);
   return attempt;
 }
 
@@ -310,8 +311,8 @@ std::optional<ThreadTuning> TuningLedger::read_thread(pid_t tid, const Snapshot&
     out.requested = {attempt.cpu};
     out.error = attempt.error;
     out.detail = attempt.detail;
-    const bool includes = std::find(out.in_force.begin(), out.in_force.end(), attempt.cpu) !=
-                          out.in_force.end();
+    const bool includes =
+        std::find(out.in_force.begin(), out.in_force.end(), attempt.cpu) != out.in_force.end();
     if (out.in_force == out.requested) {
       out.outcome = TuningOutcome::applied;
       out.detail.clear();
@@ -343,15 +344,15 @@ std::optional<ThreadTuning> TuningLedger::read_thread(pid_t tid, const Snapshot&
       out.detail = nice_attempt->detail;
     } else {
       out.outcome = TuningOutcome::not_applied;
-      out.detail = nice_attempt->error != 0
-                       ? nice_attempt->detail
-                       : "nice " + std::to_string(nice_attempt->requested) + " was set, but " +
-                             std::to_string(out.in_force) + " is in force: changed after it was set";
+      out.detail = nice_attempt->error != 0 ? nice_attempt->detail
+                                            : "nice " + std::to_string(nice_attempt->requested) +
+                                                  " was set, but " + std::to_string(out.in_force) +
+                                                  " is in force: changed after it was set";
     }
     if (inherited && out.outcome != TuningOutcome::applied) {
       out.detail = "started after the process-wide nice was set and inherited " +
-                   std::to_string(out.in_force) + " from its creator; the process-wide attempt: " +
-                   out.detail;
+                   std::to_string(out.in_force) +
+                   " from its creator; the process-wide attempt: " + out.detail;
     }
   }
 
@@ -369,8 +370,8 @@ std::optional<ThreadTuning> TuningLedger::read_thread(pid_t tid, const Snapshot&
       out.detail = attempt.detail;
     } else {
       out.outcome = TuningOutcome::not_applied;
-      out.detail = attempt.error != 0 ? attempt.detail
-                                      : std::string("set, but changed after it was set");
+      out.detail =
+          attempt.error != 0 ? attempt.detail : std::string("set, but changed after it was set");
     }
   }
   return thread;

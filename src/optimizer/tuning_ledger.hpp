@@ -76,7 +76,7 @@ class TuningLedger {
     std::optional<NiceAttempt> process_nice;
   };
 
-  [[nodiscard]] AffinityAttempt apply_affinity(pid_t tid, int cpu) const;
+  [[nodiscard]] static AffinityAttempt apply_affinity(pid_t tid, int cpu);
   /// nullopt when the thread exited before it could be tuned.
   [[nodiscard]] std::optional<NiceAttempt> apply_nice(pid_t tid) const;
   [[nodiscard]] IoAttempt apply_io_priority(pid_t tid) const;

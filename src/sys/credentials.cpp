@@ -48,7 +48,8 @@ Result<CapabilityFlags> capability_flags(Capability capability) {
       {CAP_PERMITTED, &flags.permitted},
       {CAP_INHERITABLE, &flags.inheritable},
   }};
-  for (const auto& [set, out] : sets) {
+  for (const auto& entry : sets) {
+    const cap_flag_t set = entry.first;
     cap_flag_value_t is_set = CAP_CLEAR;
     auto got = call_errno(
         "cap_get_flag", [&] { return ::cap_get_flag(caps.get(), value, set, &is_set); },
@@ -56,7 +57,7 @@ Result<CapabilityFlags> capability_flags(Capability capability) {
     if (!got) {
       return got.error();
     }
-    *out = is_set == CAP_SET;
+    *entry.second = is_set == CAP_SET;
   }
 
   auto bound = call_errno(
@@ -89,7 +90,9 @@ Result<unsigned long long> nice_rlimit() {
   return static_cast<unsigned long long>(limit.rlim_cur);
 }
 
-uid_t geteuid() noexcept { return ::geteuid(); }
+uid_t geteuid() noexcept {
+  return ::geteuid();
+}
 
 Result<std::string> executable_path() {
   std::array<char, PATH_MAX> buffer{};

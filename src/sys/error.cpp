@@ -25,6 +25,8 @@ std::string kv(std::string_view key, std::string_view value) {
   return text;
 }
 
-std::string kv(std::string_view key, long long value) { return kv(key, std::to_string(value)); }
+std::string kv(std::string_view key, long long value) {
+  return kv(key, std::to_string(value));
+}
 
 }  // namespace v2::sys

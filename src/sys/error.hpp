@@ -44,7 +44,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : state_(std::move(value)) {}        // NOLINT: implicit by design
+  Result(T value) : state_(std::move(value)) {}         // NOLINT: implicit by design
   Result(SysError error) : state_(std::move(error)) {}  // NOLINT: implicit by design
 
   [[nodiscard]] bool ok() const noexcept { return state_.index() == 0; }
@@ -76,7 +76,7 @@ class [[nodiscard]] Result {
 
 /// -1 and errno (most system calls), or a null pointer and errno (opendir, cap_get_proc).
 template <typename Call, typename Context>
-  requires std::invocable<Call&> && std::invocable<Context&>
+requires std::invocable<Call&> && std::invocable<Context&>
 auto call_errno(std::string_view name, Call&& call, Context&& context)
     -> Result<std::invoke_result_t<Call&>> {
   auto rc = call();
@@ -96,7 +96,7 @@ auto call_errno(std::string_view name, Call&& call, Context&& context)
 /// errno cleared before the call, failure only when errno is set afterwards: for calls whose
 /// every return value is legitimate (getpriority may return -1).
 template <typename Call, typename Context>
-  requires std::invocable<Call&> && std::invocable<Context&>
+requires std::invocable<Call&> && std::invocable<Context&>
 auto call_errno_cleared(std::string_view name, Call&& call, Context&& context)
     -> Result<std::invoke_result_t<Call&>> {
   errno = 0;
@@ -110,8 +110,8 @@ auto call_errno_cleared(std::string_view name, Call&& call, Context&& context)
 
 /// pthread style: the call returns 0 or the error number; errno is not used.
 template <typename Call, typename Context>
-  requires std::invocable<Call&> && std::invocable<Context&>
-Status call_returned_code(std::string_view name, Call&& call, Context&& context) {
+requires std::invocable<Call&> && std::invocable<Context&> Status
+call_returned_code(std::string_view name, Call&& call, Context&& context) {
   const int rc = call();
   if (rc != 0) {
     return SysError::from(rc, name, context());
@@ -121,7 +121,7 @@ Status call_returned_code(std::string_view name, Call&& call, Context&& context)
 
 /// Negative errno (raw kernel interfaces): a result below 0 is -error; otherwise the value.
 template <typename Call, typename Context>
-  requires std::invocable<Call&> && std::invocable<Context&>
+requires std::invocable<Call&> && std::invocable<Context&>
 auto call_negative_errno(std::string_view name, Call&& call, Context&& context)
     -> Result<std::invoke_result_t<Call&>> {
   auto rc = call();

@@ -21,7 +21,9 @@ constexpr std::size_t kMaskWordBits = sizeof(unsigned long) * CHAR_BIT;
 constexpr std::size_t kInitialMaskWords = 1024 / kMaskWordBits;
 constexpr std::size_t kMaxMaskWords = (1U << 22U) / kMaskWordBits;
 
-std::string tid_context(pid_t tid) { return kv("tid", tid); }
+std::string tid_context(pid_t tid) {
+  return kv("tid", tid);
+}
 
 struct DirCloser {
   void operator()(DIR* dir) const noexcept { ::closedir(dir); }
@@ -29,7 +31,9 @@ struct DirCloser {
 
 }  // namespace
 
-pid_t gettid() noexcept { return ::gettid(); }
+pid_t gettid() noexcept {
+  return ::gettid();
+}
 
 Status set_current_thread_name(std::string_view name) {
   const std::string terminated(name);
@@ -111,13 +115,11 @@ Status set_affinity(pid_t tid, std::span<const int> cpus) {
 Result<std::vector<int>> get_affinity(pid_t tid) {
   for (std::size_t words = kInitialMaskWords;; words *= 2) {
     std::vector<unsigned long> mask(words, 0UL);
+    const std::size_t bytes = words * sizeof(unsigned long);
     auto copied = call_errno(
         "sched_getaffinity",
-        [&] {
-          return ::syscall(SYS_sched_getaffinity, tid, mask.size() * sizeof(unsigned long),
-                           mask.data());
-        },
-        [&] { return tid_context(tid) + ", " + kv("mask_bytes", static_cast<long long>(words * sizeof(unsigned long))); });
+        [&] { return ::syscall(SYS_sched_getaffinity, tid, bytes, mask.data()); },
+        [&] { return tid_context(tid) + ", " + kv("mask_bytes", static_cast<long long>(bytes)); });
     if (!copied) {
       if (copied.code() == EINVAL && words < kMaxMaskWords) {
         continue;  // the kernel has more CPUs than this mask holds

@@ -36,8 +36,8 @@ std::string read_name(std::span<const std::byte> field, std::string_view name, s
 
 std::optional<std::string> check_binary_prefix(std::span<const std::byte> prefix) {
   const std::size_t have = std::min<std::size_t>(prefix.size(), kVersionOffset + 1);
-  const bool magic_ok = (have < 1 || prefix[0] == kBinaryMagic0) &&
-                        (have < 2 || prefix[1] == kBinaryMagic1);
+  const bool magic_ok =
+      (have < 1 || prefix[0] == kBinaryMagic0) && (have < 2 || prefix[1] == kBinaryMagic1);
   if (!magic_ok) {
     std::string why = "bad magic: bytes=0x";
     append_hex_byte(why, prefix[0]);
@@ -48,7 +48,8 @@ std::optional<std::string> check_binary_prefix(std::span<const std::byte> prefix
     why += " expected=0x56 0x32";
     return why;
   }
-  if (have > kVersionOffset && std::to_integer<std::uint8_t>(prefix[kVersionOffset]) != kBinaryVersion) {
+  if (have > kVersionOffset &&
+      std::to_integer<std::uint8_t>(prefix[kVersionOffset]) != kBinaryVersion) {
     std::string why = "unsupported version: version=";
     why += std::to_string(std::to_integer<unsigned>(prefix[kVersionOffset]));
     why += " expected=1";

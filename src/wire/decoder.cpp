@@ -205,8 +205,7 @@ struct Decoder::State {
         return DecodeStatus::need_more;
       }
 
-      const auto length =
-          static_cast<std::size_t>(static_cast<const std::byte*>(found) - data());
+      const auto length = static_cast<std::size_t>(static_cast<const std::byte*>(found) - data());
       const std::string_view line = as_chars(data(), length);
       scanned = 0;
 
@@ -377,7 +376,9 @@ std::span<std::byte> Decoder::writable(std::size_t min_size) {
   return state_->writable(min_size);
 }
 
-void Decoder::commit(std::size_t count) noexcept { state_->commit(count); }
+void Decoder::commit(std::size_t count) noexcept {
+  state_->commit(count);
+}
 
 void Decoder::feed(std::span<const std::byte> bytes) {
   while (!bytes.empty()) {
@@ -389,18 +390,28 @@ void Decoder::feed(std::span<const std::byte> bytes) {
   }
 }
 
-void Decoder::feed(std::string_view bytes) { feed(std::as_bytes(std::span(bytes))); }
+void Decoder::feed(std::string_view bytes) {
+  feed(std::as_bytes(std::span(bytes)));
+}
 
 DecodeStatus Decoder::poll(Message& message, ProtocolError& error) {
   return state_->poll(message, error);
 }
 
-Framing Decoder::framing() const noexcept { return state_->framing; }
+Framing Decoder::framing() const noexcept {
+  return state_->framing;
+}
 
-bool Decoder::failed() const noexcept { return state_->failed; }
+bool Decoder::failed() const noexcept {
+  return state_->failed;
+}
 
-std::size_t Decoder::buffered_bytes() const noexcept { return state_->buffered(); }
+std::size_t Decoder::buffered_bytes() const noexcept {
+  return state_->buffered();
+}
 
-std::size_t Decoder::buffer_capacity() const noexcept { return state_->capacity; }
+std::size_t Decoder::buffer_capacity() const noexcept {
+  return state_->capacity;
+}
 
 }  // namespace v2::wire

@@ -12,7 +12,9 @@
 namespace v2::wire {
 namespace {
 
-EncodeResult refused(EncodeError error, std::string text) { return {error, std::move(text)}; }
+EncodeResult refused(EncodeError error, std::string text) {
+  return {error, std::move(text)};
+}
 
 EncodeResult field_not_utf8(std::string_view field) {
   std::string text = "field=";
@@ -59,7 +61,7 @@ EncodeResult append_json_payload(std::string& out, std::string_view raw, JsonPay
 
 EncodeResult encode_ndjson_into(const Message& message, std::string& out,
                                 const NdjsonEncodeOptions& options) {
-  out.append("{\"type\":\"");
+  out.append(R"({"type":")");
   out.append(to_string(message.type));
   out.push_back('"');
   if (!append_string_field(out, "id", message.id, true)) {
@@ -142,13 +144,13 @@ EncodeResult encode_binary_frame(const Message& message, BinaryFrame& frame,
   if (auto r = write_name(header, detail::kIdOffset, kBinaryIdSize, "id", message.id); !r) {
     return r;
   }
-  if (auto r = write_name(header, detail::kSourceOffset, kBinarySourceSize, "source",
-                          message.source);
+  if (auto r =
+          write_name(header, detail::kSourceOffset, kBinarySourceSize, "source", message.source);
       !r) {
     return r;
   }
-  if (auto r = write_name(header, detail::kTargetOffset, kBinaryTargetSize, "target",
-                          message.target);
+  if (auto r =
+          write_name(header, detail::kTargetOffset, kBinaryTargetSize, "target", message.target);
       !r) {
     return r;
   }
@@ -178,9 +180,9 @@ EncodeResult encode_binary_frame(const Message& message, BinaryFrame& frame,
   const std::size_t max =
       std::min<std::size_t>(options.max_message_size, std::numeric_limits<std::uint32_t>::max());
   if (payload.size() > max) {
-    return refused(EncodeError::payload_too_large, "payload length=" +
-                                                       std::to_string(payload.size()) +
-                                                       " max=" + std::to_string(max));
+    return refused(
+        EncodeError::payload_too_large,
+        "payload length=" + std::to_string(payload.size()) + " max=" + std::to_string(max));
   }
 
   header[detail::kMagicOffset] = kBinaryMagic0;

@@ -7,7 +7,7 @@
 // sets and sets RLIMIT_NICE to 0; with --as-nobody it also switches to uid/gid 65534. Then it
 // starts the optimizer, routes the messages and prints key=value lines on stdout:
 //
-//   setup euid=65534 bounding_drop=ok
+//   setup euid=65534 bounding_drop=ok start_nice=0
 //   worker index=0 tid=1234
 //   thread tid=1234 name=v2-worker-0 worker=0 cpu_outcome=applied ...
 //   detail tid=1234 tuning=nice text=setpriority(tid=1234, nice=-10): EACCES; ...
@@ -51,8 +51,8 @@ struct Options {
 
 class CountingRouter final : public v2::Router {
  public:
-  void handle_broker(v2::Message& /*message*/, const v2::RouteContext& /*context*/) noexcept
-      override {
+  void handle_broker(v2::Message& /*message*/,
+                     const v2::RouteContext& /*context*/) noexcept override {
     routed_.fetch_add(1, std::memory_order_relaxed);  // a counter only: nothing is published
   }
   void route(v2::Message& /*message*/, const v2::RouteContext& /*context*/) noexcept override {
@@ -192,9 +192,9 @@ void print_report(const v2::TuningReport& report) {
               << " io_requested=" << io_text(io.requested_class, io.requested_level)
               << " io_in_force=" << io_text(io.in_force_class, io.in_force_level)
               << " io_error=" << io.error << "\n";
-    for (const auto& [tuning, detail] : {std::pair{"cpu", &cpu.detail},
-                                         std::pair{"nice", &nice.detail},
-                                         std::pair{"io", &io.detail}}) {
+    for (const auto& [tuning, detail] :
+         {std::pair{"cpu", &cpu.detail}, std::pair{"nice", &nice.detail},
+          std::pair{"io", &io.detail}}) {
       if (!detail->empty()) {
         std::cout << "detail tid=" << thread.tid << " tuning=" << tuning << " text=" << *detail
                   << "\n";
@@ -219,11 +219,16 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // Start from nice 0 whatever the parent had, so the refusal to lower it is what is observed.
+  // Raising a nice value needs no privilege; lowering it back might, hence before the drop.
+  (void)::setpriority(PRIO_PROCESS, 0, 0);
+  const int start_nice = ::getpriority(PRIO_PROCESS, 0);
   const std::string bounding = drop_privileges();
   if (options.as_nobody) {
     become_nobody();
   }
-  std::cout << "setup euid=" << ::geteuid() << " bounding_drop=" << bounding << "\n";
+  std::cout << "setup euid=" << ::geteuid() << " bounding_drop=" << bounding
+            << " start_nice=" << start_nice << "\n";
 
   CountingRouter router;
   v2::OptimizerConfig config;

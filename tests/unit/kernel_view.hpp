@@ -15,16 +15,18 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <ostream>
 #include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "v2broker/tuning.hpp"
+
 namespace v2::testing {
 
 inline std::string task_path(pid_t pid, pid_t tid, std::string_view file) {
-  return "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/" +
-         std::string(file);
+  return "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/" + std::string(file);
 }
 
 inline std::string read_file(const std::string& path) {
@@ -64,8 +66,7 @@ inline std::optional<std::vector<int>> parse_cpu_list(std::string_view text) {
 
 /// A "Key:\tvalue" line of /proc/PID/task/TID/status, or /proc/self/status with tid 0.
 inline std::optional<std::string> status_field(pid_t pid, pid_t tid, std::string_view key) {
-  const std::string path =
-      tid == 0 ? "/proc/self/status" : task_path(pid, tid, "status");
+  const std::string path = tid == 0 ? "/proc/self/status" : task_path(pid, tid, "status");
   std::istringstream lines(read_file(path));
   for (std::string line; std::getline(lines, line);) {
     if (line.size() > key.size() && line.compare(0, key.size(), key) == 0 &&
@@ -187,3 +188,12 @@ inline std::optional<bool> status_capability(std::string_view key, int bit) {
 }
 
 }  // namespace v2::testing
+
+namespace v2 {
+
+/// Lets GoogleTest print outcomes by name in failure messages.
+inline void PrintTo(TuningOutcome outcome, std::ostream* out) {
+  *out << to_string(outcome);
+}
+
+}  // namespace v2

@@ -1,6 +1,8 @@
 // The tuning ledger and the system-call layer under it, checked against the kernel. Threads are
 // created here and tune themselves, as the optimizer's threads do.
 
+#include "optimizer/tuning_ledger.hpp"
+
 #include <gtest/gtest.h>
 #include <sys/capability.h>
 #include <sys/prctl.h>
@@ -19,7 +21,6 @@
 #include <vector>
 
 #include "kernel_view.hpp"
-#include "optimizer/tuning_ledger.hpp"
 #include "sys/error.hpp"
 #include "sys/priority.hpp"
 #include "sys/thread.hpp"
@@ -73,7 +74,9 @@ const ThreadTuning* find_thread(const TuningReport& report, pid_t tid) {
   return found == report.threads.end() ? nullptr : &*found;
 }
 
-int kernel_class(IoClass io_class) { return static_cast<int>(io_class); }
+int kernel_class(IoClass io_class) {
+  return static_cast<int>(io_class);
+}
 
 /// Runs `work` in a forked child (this process must be single-threaded) and returns what it
 /// wrote; the child's exit status must be 0.
@@ -177,8 +180,10 @@ TEST(SysLayer, EachFailureConventionReportsTheRightErrno) {
 
   const auto minus_one = sys::call_errno(
       "close", [] { return ::close(-1); }, context);
-  const auto returned = sys::call_returned_code("pthread_fake", [] { return EAGAIN; }, context);
-  const auto negative = sys::call_negative_errno("raw_fake", [] { return -ENOSPC; }, context);
+  const auto returned = sys::call_returned_code(
+      "pthread_fake", [] { return EAGAIN; }, context);
+  const auto negative = sys::call_negative_errno(
+      "raw_fake", [] { return -ENOSPC; }, context);
   const auto cleared_ok = sys::call_errno_cleared(
       "getpriority", [] { return -1; }, context);
 
@@ -388,7 +393,8 @@ TEST(TuningLedger, TruncatesNamesToFifteenBytes) {
       [&] { ledger.apply_to_current_thread("v2-a-very-long-thread-name", std::nullopt, {}); });
 
   EXPECT_EQ(testing::comm(::getpid(), thread.tid()), "v2-a-very-long-");
-  const ThreadTuning* entry = find_thread(ledger.report(), thread.tid());
+  const TuningReport report = ledger.report();
+  const ThreadTuning* entry = find_thread(report, thread.tid());
   ASSERT_NE(entry, nullptr);
   EXPECT_EQ(entry->name, "v2-a-very-long-");
 }
@@ -452,8 +458,7 @@ TEST(TuningLedger, RefusedCpuIsReportedWithTheAllowedSetInsteadOfThrown) {
   const auto cpus_before = kernel_affinity(::getpid());
   constexpr int kAbsentCpu = 4000;
 
-  const ParkedThread worker(
-      [&] { ledger.apply_to_current_thread("v2-worker-0", 0, kAbsentCpu); });
+  const ParkedThread worker([&] { ledger.apply_to_current_thread("v2-worker-0", 0, kAbsentCpu); });
   const TuningReport report = ledger.report();
 
   const ThreadTuning* thread = find_thread(report, worker.tid());
@@ -469,14 +474,14 @@ TEST(TuningLedger, RefusedCpuIsReportedWithTheAllowedSetInsteadOfThrown) {
       << thread->affinity.detail;
   EXPECT_NE(thread->affinity.detail.find(sys::format_cpu_list(*cpus_before)), std::string::npos);
   EXPECT_FALSE(report.fully_applied());
-  EXPECT_NE(report.describe().find("shortfall: cpu not_applied on v2-worker-0"),
-            std::string::npos)
+  EXPECT_NE(report.describe().find("shortfall: cpu not_applied on v2-worker-0"), std::string::npos)
       << report.describe();
 }
 
 TEST(TuningLedger, WithoutCapabilitiesNiceAndRealtimeIoAreRefusedAndExplained) {
   const std::string output = run_in_child([] {
     std::ostringstream out;
+    (void)::setpriority(PRIO_PROCESS, 0, 0);  // not what an earlier test left; before the drop
     if (const std::string failed = drop_tuning_capabilities(); !failed.empty()) {
       out << "setup=" << failed << "\n";
       return out.str();
@@ -500,8 +505,8 @@ TEST(TuningLedger, WithoutCapabilitiesNiceAndRealtimeIoAreRefusedAndExplained) {
     out << "setup=ok\n"
         << "sys_nice_effective=" << report.capabilities.sys_nice_effective << "\n"
         << "cpu_outcome=" << to_string(thread->affinity.outcome) << "\n"
-        << "cpu_kernel=" << sys::format_cpu_list(kernel_affinity(worker.tid()).value_or(std::vector<int>{}))
-        << "\n"
+        << "cpu_kernel="
+        << sys::format_cpu_list(kernel_affinity(worker.tid()).value_or(std::vector<int>{})) << "\n"
         << "cpu_requested=" << cpu << "\n"
         << "nice_outcome=" << to_string(thread->nice.outcome) << "\n"
         << "nice_error=" << thread->nice.error << "\n"
@@ -543,9 +548,8 @@ TEST(TuningLedger, RlimitNiceAllowsTheStrongestPermittedNice) {
   constexpr rlim_t kLimit = 25;  // allows nice down to -5
   rlimit limit{};
   ASSERT_EQ(::getrlimit(RLIMIT_NICE, &limit), 0);
-  const bool can_raise =
-      limit.rlim_max == RLIM_INFINITY || limit.rlim_max >= kLimit ||
-      testing::status_capability("CapEff", CAP_SYS_RESOURCE).value_or(false);
+  const bool can_raise = limit.rlim_max == RLIM_INFINITY || limit.rlim_max >= kLimit ||
+                         testing::status_capability("CapEff", CAP_SYS_RESOURCE).value_or(false);
   if (!can_raise) {
     GTEST_SKIP() << "RLIMIT_NICE hard limit is " << limit.rlim_max
                  << " and CAP_SYS_RESOURCE is not effective: cannot raise it to " << kLimit;
@@ -558,6 +562,7 @@ TEST(TuningLedger, RlimitNiceAllowsTheStrongestPermittedNice) {
       out << "setup=setrlimit " << sys::errno_name(errno) << "\n";
       return out.str();
     }
+    (void)::setpriority(PRIO_PROCESS, 0, 0);  // not what an earlier test left; before the drop
     if (const std::string failed = drop_tuning_capabilities(); !failed.empty()) {
       out << "setup=" << failed << "\n";
       return out.str();
@@ -609,8 +614,13 @@ TEST(TuningReport, DescribeShowsOneLinePerThreadThenEachShortfallWithItsFix) {
   worker.affinity = {TuningOutcome::applied, {1}, {1}, 0, {}};
   worker.nice = {TuningOutcome::not_applied, -10, 0, EACCES,
                  "setpriority(tid=101, nice=-10): EACCES; fix: setcap cap_sys_nice+ep /bin/x"};
-  worker.io_priority = {TuningOutcome::partial, IoClass::realtime, 0, IoClass::best_effort, 0,
-                        EPERM, "ioprio_set(tid=101, class=realtime, level=0): EPERM"};
+  worker.io_priority = {TuningOutcome::partial,
+                        IoClass::realtime,
+                        0,
+                        IoClass::best_effort,
+                        0,
+                        EPERM,
+                        "ioprio_set(tid=101, class=realtime, level=0): EPERM"};
   ThreadTuning other = worker;
   other.tid = 102;
   other.name = "v2-worker-1";
