@@ -10,8 +10,8 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
@@ -48,8 +48,8 @@ struct Common {
 
 v2::Client connect(const Common& common) {
   v2::ClientOptions options;
-  options.framing = common.framing == "binary" ? v2::wire::Framing::binary
-                                               : v2::wire::Framing::ndjson;
+  options.framing =
+      common.framing == "binary" ? v2::wire::Framing::binary : v2::wire::Framing::ndjson;
   options.connect_timeout = common.timeout();
   return v2::Client::connect(common.socket_path, options);
 }
@@ -63,14 +63,13 @@ void check_json(std::string_view text, std::string_view option) {
   simdjson::dom::element ignored;
   const simdjson::padded_string padded(text);
   if (const auto error = parser.parse(padded).get(ignored); error != simdjson::SUCCESS) {
-    throw Failure{Exit::usage, std::string(option) + " is not valid JSON: " +
-                                   simdjson::error_message(error)};
+    throw Failure{Exit::usage,
+                  std::string(option) + " is not valid JSON: " + simdjson::error_message(error)};
   }
 }
 
 void write_stdout(std::string_view text) {
-  if (std::fwrite(text.data(), 1, text.size(), stdout) != text.size() ||
-      std::fflush(stdout) != 0) {
+  if (std::fwrite(text.data(), 1, text.size(), stdout) != text.size() || std::fflush(stdout) != 0) {
     throw Failure{Exit::io, "cannot write to stdout: " + v2::sys::errno_name(errno)};
   }
 }
@@ -88,6 +87,31 @@ std::string json_line(const v2::Message& message) {
 // Rendering of a JSON payload for people: "key: value" lines, nested objects indented, array
 // items introduced by "- ", arrays of plain values on one line. Works for any shape.
 
+/// A number for people: whole numbers without a fraction, others to three decimals, tiny ones
+/// with three significant digits.
+void append_number(std::string& out, double number) {
+  char text[64];
+  if (number == std::trunc(number) && std::fabs(number) < 1e15) {
+    std::snprintf(text, sizeof text, "%.0f", number);
+    out += text;
+    return;
+  }
+  if (std::fabs(number) < 0.01) {
+    std::snprintf(text, sizeof text, "%.3g", number);
+    out += text;
+    return;
+  }
+  std::snprintf(text, sizeof text, "%.3f", number);
+  std::string_view shown(text);
+  while (shown.back() == '0') {
+    shown.remove_suffix(1);
+  }
+  if (shown.back() == '.') {
+    shown.remove_suffix(1);
+  }
+  out += shown;
+}
+
 void append_scalar(std::string& out, simdjson::dom::element value, std::size_t indent) {
   using simdjson::dom::element_type;
   switch (value.type()) {
@@ -97,12 +121,9 @@ void append_scalar(std::string& out, simdjson::dom::element value, std::size_t i
     case element_type::UINT64:
       out += std::to_string(std::uint64_t(value));
       break;
-    case element_type::DOUBLE: {
-      char text[32];
-      const auto result = std::to_chars(text, text + sizeof text, double(value));
-      out.append(text, result.ptr);
+    case element_type::DOUBLE:
+      append_number(out, double(value));
       break;
-    }
     case element_type::BOOL:
       out += bool(value) ? "true" : "false";
       break;
@@ -111,7 +132,11 @@ void append_scalar(std::string& out, simdjson::dom::element value, std::size_t i
       break;
     case element_type::STRING: {
       // Continuation lines of a multi-line text line up under its first line.
-      for (const char c : std::string_view(value)) {
+      std::string_view text(value);
+      while (!text.empty() && text.back() == '\n') {
+        text.remove_suffix(1);
+      }
+      for (const char c : text) {
         out.push_back(c);
         if (c == '\n') {
           out.append(indent, ' ');
@@ -176,7 +201,13 @@ void append_inline(std::string& out, simdjson::dom::element value, std::size_t i
 
 void render(std::string& out, simdjson::dom::element value, std::size_t indent);
 
-void render_object(std::string& out, simdjson::dom::object object, std::size_t indent) {
+/// Which key introduces an object in a list: its name, when it has a plain one.
+constexpr std::string_view kLeadingKey = "name";
+
+enum class Order : std::uint8_t { as_sent, name_first };
+
+void render_object(std::string& out, simdjson::dom::object object, std::size_t indent,
+                   Order order) {
   // Keys of one-line values are padded to a common width, so their values form a column.
   constexpr std::size_t kWidestAlignedKey = 28;
   std::size_t width = 0;
@@ -187,7 +218,7 @@ void render_object(std::string& out, simdjson::dom::object object, std::size_t i
     }
   }
 
-  for (const auto field : object) {
+  const auto render_field = [&](const simdjson::dom::key_value_pair& field) {
     out.append(indent, ' ');
     out.append(field.key);
     out.push_back(':');
@@ -195,18 +226,32 @@ void render_object(std::string& out, simdjson::dom::object object, std::size_t i
         !is_empty_container(field.value)) {
       out.push_back('\n');
       render(out, field.value, indent + 2);
-      continue;
+      return;
     }
     out.append(width > field.key.size() ? width - field.key.size() : 0, ' ');
     out.push_back(' ');
     append_inline(out, field.value, indent + width + 2);
     out.push_back('\n');
+  };
+
+  const auto leads = [&](const simdjson::dom::key_value_pair& field) {
+    return order == Order::name_first && field.key == kLeadingKey && !is_container(field.value);
+  };
+  for (const auto field : object) {
+    if (leads(field)) {
+      render_field(field);
+    }
+  }
+  for (const auto field : object) {
+    if (!leads(field)) {
+      render_field(field);
+    }
   }
 }
 
 void render(std::string& out, simdjson::dom::element value, std::size_t indent) {
   if (value.type() == simdjson::dom::element_type::OBJECT) {
-    render_object(out, simdjson::dom::object(value), indent);
+    render_object(out, simdjson::dom::object(value), indent, Order::as_sent);
     return;
   }
   if (value.type() != simdjson::dom::element_type::ARRAY) {
@@ -226,7 +271,11 @@ void render(std::string& out, simdjson::dom::element value, std::size_t indent) 
     }
     // Rendered two columns deeper, then the first line's indentation becomes the item's "- ".
     const std::size_t start = out.size();
-    render(out, item, indent + 2);
+    if (item.type() == simdjson::dom::element_type::OBJECT) {
+      render_object(out, simdjson::dom::object(item), indent + 2, Order::name_first);
+    } else {
+      render(out, item, indent + 2);
+    }
     if (out.size() > start + indent + 1) {
       out[start + indent] = '-';
     }
@@ -267,8 +316,8 @@ v2::Message call_or_fail(v2::Client& client, std::string_view method, std::strin
                          const Common& common) {
   v2::Message reply = client.call(method, payload, common.timeout());
   if (reply.type == v2::MessageType::error) {
-    throw Failure{Exit::broker_error, "the broker answered " + std::string(method) +
-                                          " with an error: " + reply.error};
+    throw Failure{Exit::broker_error,
+                  "the broker answered " + std::string(method) + " with an error: " + reply.error};
   }
   return reply;
 }
@@ -334,8 +383,8 @@ int run_send(const Common& common, const SendOptions& options) {
   check_json(options.payload, "--payload");
 
   v2::Message message;
-  const std::string type_name = options.type.empty() ? (options.wait ? "request" : "event")
-                                                     : options.type;
+  const std::string type_name =
+      options.type.empty() ? (options.wait ? "request" : "event") : options.type;
   message.type = v2::parse_message_type(type_name).value_or(v2::MessageType::event);
   message.id = options.id;
   message.target = options.to;
@@ -345,8 +394,8 @@ int run_send(const Common& common, const SendOptions& options) {
   if (message.type == v2::MessageType::error) {
     message.error = options.error_text.empty() ? "error" : options.error_text;
   }
-  message.correlation_id = options.correlation_id.empty() ? v2::Client::next_correlation_id()
-                                                          : options.correlation_id;
+  message.correlation_id =
+      options.correlation_id.empty() ? v2::Client::next_correlation_id() : options.correlation_id;
 
   v2::Client client = connect(common);
   client.register_name(options.as.empty() ? "v2ctl-" + std::to_string(::getpid()) : options.as,
@@ -418,8 +467,9 @@ int run(int argc, char** argv) {
 
   std::string listen_name;
   CLI::App* listen = app.add_subcommand(
-      "listen", "Register NAME and print each message received as a JSON line, until SIGINT or "
-                "SIGTERM.");
+      "listen",
+      "Register NAME and print each message received as a JSON line, until SIGINT or "
+      "SIGTERM.");
   listen->add_option("NAME", listen_name, "name to register")->required();
 
   SendOptions send_options;

@@ -34,16 +34,16 @@ inline constexpr std::chrono::milliseconds kDefaultClientTimeout{5000};
 
 /// What went wrong, for callers that react differently (v2ctl maps these to exit codes).
 enum class ClientErrc : std::uint8_t {
-  no_broker,      ///< nothing at the socket path (ENOENT)
-  stale_socket,   ///< a socket file nobody accepts on (ECONNREFUSED), or not a socket at all
-  bad_path,       ///< empty, or too long for sockaddr_un::sun_path; found before connecting
-  connect_failed, ///< any other connect failure (EACCES, backlog full until the timeout, ...)
-  io,             ///< a read or write failed
-  hung_up,        ///< the broker closed the connection
-  timeout,        ///< no reply within the timeout
-  protocol,       ///< the broker sent bytes the wire codec refused, or a message that cannot be
-                  ///< encoded was given to send()
-  refused,        ///< the broker answered a setup call (RPCRegister) with an error reply
+  no_broker,       ///< nothing at the socket path (ENOENT)
+  stale_socket,    ///< a socket file nobody accepts on (ECONNREFUSED), or not a socket at all
+  bad_path,        ///< empty, or too long for sockaddr_un::sun_path; found before connecting
+  connect_failed,  ///< any other connect failure (EACCES, backlog full until the timeout, ...)
+  io,              ///< a read or write failed
+  hung_up,         ///< the broker closed the connection
+  timeout,         ///< no reply within the timeout
+  protocol,        ///< the broker sent bytes the wire codec refused, or a message that cannot be
+                   ///< encoded was given to send()
+  refused,         ///< the broker answered a setup call (RPCRegister) with an error reply
 };
 
 [[nodiscard]] std::string_view to_string(ClientErrc code) noexcept;
@@ -165,7 +165,7 @@ class Client {
   std::string name_;
   wire::Decoder decoder_;
   std::deque<Message> inbox_;
-  std::string out_;      ///< encode buffer, reused across send() calls
+  std::string out_;            ///< encode buffer, reused across send() calls
   bool framing_lost_ = false;  ///< the decoder refused the stream; nothing more can be read
 };
 

@@ -60,6 +60,9 @@ struct OptimizerConfig {
   std::chrono::nanoseconds offer_timeout{0};
   std::size_t batch_size = 1;
   std::chrono::nanoseconds flush_interval = std::chrono::milliseconds(10);
+  /// How long an idle worker polls its queue before it parks. Polling spares producers the
+  /// wake-up system call while messages keep coming; zero parks at once.
+  std::chrono::nanoseconds idle_spin = std::chrono::microseconds(50);
   TuningConfig tuning;
 };
 

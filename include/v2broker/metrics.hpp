@@ -11,7 +11,8 @@
 namespace v2 {
 
 /// Percentiles of a latency distribution, in nanoseconds. Values are bucket upper bounds with
-/// under 1% relative error; `max` and `mean` are exact.
+/// under 1% relative error; `mean` is exact, and so is `max` for figures since start (over a
+/// stats interval it is a bucket bound too).
 struct LatencySummary {
   std::uint64_t count = 0;
   std::uint64_t p50 = 0;

@@ -29,7 +29,9 @@ constexpr std::size_t kReadChunk = std::size_t{64} << 10U;
 /// Pause between connect attempts while the broker's listen backlog is full.
 constexpr std::chrono::milliseconds kBacklogRetryPause{5};
 
-std::string socket_kv(const std::string& path) { return sys::kv("socket", path); }
+std::string socket_kv(const std::string& path) {
+  return sys::kv("socket", path);
+}
 
 /// Appends `text` as a JSON string, quotes included.
 void append_json_string(std::string& out, std::string_view text) {
@@ -199,9 +201,7 @@ Client Client::connect(const std::string& socket_path, ClientOptions options) {
     // backlog is full, and the kernel offers no readiness event for it, so retry after a pause.
     auto connected = sys::call_errno(
         "connect",
-        [&] {
-          return ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address);
-        },
+        [&] { return ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address); },
         [&] { return socket_kv(socket_path); });
     if (connected) {
       break;
@@ -222,7 +222,7 @@ Client Client::connect(const std::string& socket_path, ClientOptions options) {
     throw connect_error(connected.error(), socket_path);
   }
 
-  return Client(fd, socket_path, options);
+  return {fd, socket_path, options};
 }
 
 Client::Client(int fd, std::string socket_path, const ClientOptions& options)
@@ -257,7 +257,9 @@ Client& Client::operator=(Client&& other) noexcept {
   return *this;
 }
 
-Client::~Client() { close(); }
+Client::~Client() {
+  close();
+}
 
 void Client::close() noexcept {
   if (fd_ >= 0) {
@@ -296,9 +298,7 @@ void Client::send(const Message& message) {
   while (written < out_.size()) {
     auto sent = sys::call_errno(
         "send",
-        [&] {
-          return ::send(fd_, out_.data() + written, out_.size() - written, MSG_NOSIGNAL);
-        },
+        [&] { return ::send(fd_, out_.data() + written, out_.size() - written, MSG_NOSIGNAL); },
         [&] { return context(); });
     if (sent) {
       written += static_cast<std::size_t>(sent.value());
@@ -340,9 +340,9 @@ void Client::drain_decoder() {
     if (error.after == wire::AfterError::close) {
       framing_lost_ = true;
     }
-    throw ClientError(ClientErrc::protocol, 0,
-                      "the broker sent what the client cannot decode: " + error.text + " (" +
-                          context() + ")");
+    throw ClientError(
+        ClientErrc::protocol, 0,
+        "the broker sent what the client cannot decode: " + error.text + " (" + context() + ")");
   }
 }
 
@@ -351,9 +351,9 @@ bool Client::read_some(const Deadline& deadline) {
     throw ClientError(ClientErrc::io, EBADF, "receive on a closed client");
   }
   if (framing_lost_) {
-    throw ClientError(ClientErrc::protocol, 0,
-                      "the connection's framing was lost after a decoding error; reconnect (" +
-                          context() + ")");
+    throw ClientError(
+        ClientErrc::protocol, 0,
+        "the connection's framing was lost after a decoding error; reconnect (" + context() + ")");
   }
   const std::size_t before = inbox_.size();
   drain_decoder();
@@ -423,9 +423,8 @@ std::optional<Message> Client::wait_for_reply(std::string_view correlation_id,
   std::size_t scanned = 0;
   while (true) {
     const auto begin = inbox_.begin() + static_cast<std::ptrdiff_t>(scanned);
-    const auto found = std::find_if(begin, inbox_.end(), [&](const Message& m) {
-      return m.correlation_id == correlation_id;
-    });
+    const auto found = std::find_if(
+        begin, inbox_.end(), [&](const Message& m) { return m.correlation_id == correlation_id; });
     if (found != inbox_.end()) {
       Message reply = std::move(*found);
       inbox_.erase(found);
@@ -445,8 +444,8 @@ Message Client::request(Message message, std::chrono::milliseconds timeout) {
   std::optional<Message> reply = wait_for_reply(message.correlation_id, timeout);
   if (!reply) {
     throw ClientError(ClientErrc::timeout, 0,
-                      "no reply within " + std::to_string(timeout.count()) + " ms (id=" +
-                          message.id + " target=" + message.target +
+                      "no reply within " + std::to_string(timeout.count()) +
+                          " ms (id=" + message.id + " target=" + message.target +
                           " correlation_id=" + message.correlation_id + " " + context() + ")");
   }
   return std::move(*reply);

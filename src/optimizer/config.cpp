@@ -110,6 +110,9 @@ std::vector<ConfigIssue> validate(const OptimizerConfig& config) {
   if (config.offer_timeout < std::chrono::nanoseconds::zero()) {
     reject("offer_timeout", ns_text(config.offer_timeout), "must not be negative");
   }
+  if (config.idle_spin < std::chrono::nanoseconds::zero()) {
+    reject("idle_spin", ns_text(config.idle_spin), "must not be negative");
+  }
   if (config.flush_interval < std::chrono::nanoseconds::zero()) {
     reject("flush_interval", ns_text(config.flush_interval), "must not be negative");
   }
@@ -130,7 +133,10 @@ std::vector<ConfigIssue> validate(const OptimizerConfig& config) {
       if (std::find(allowed.begin(), allowed.end(), cpu) == allowed.end()) {
         std::string allowed_text;
         for (const int a : allowed) {
-          allowed_text += (allowed_text.empty() ? "" : ",") + std::to_string(a);
+          if (!allowed_text.empty()) {
+            allowed_text += ',';
+          }
+          allowed_text += std::to_string(a);
         }
         reject("tuning.cpus", std::to_string(cpu),
                "the process may not run on this CPU (allowed: " + allowed_text + ")");

@@ -21,6 +21,14 @@ void HistogramCounts::subtract(const HistogramCounts& earlier) noexcept {
   }
   count_ = count_ >= earlier.count_ ? count_ - earlier.count_ : 0;
   sum_ = sum_ >= earlier.sum_ ? sum_ - earlier.sum_ : 0;
+  // The exact maximum of the difference is unknown; the highest non-empty bucket bounds it.
+  max_ = 0;
+  for (std::size_t i = counts_.size(); i-- > 0;) {
+    if (counts_[i] != 0) {
+      max_ = LogLinearBuckets::upper_bound(i);
+      break;
+    }
+  }
 }
 
 void HistogramCounts::clear() noexcept {
@@ -28,6 +36,13 @@ void HistogramCounts::clear() noexcept {
   count_ = 0;
   sum_ = 0;
   max_ = 0;
+}
+
+void HistogramCounts::assign(const HistogramCounts& other) noexcept {
+  std::copy(other.counts_.begin(), other.counts_.end(), counts_.begin());
+  count_ = other.count_;
+  sum_ = other.sum_;
+  max_ = other.max_;
 }
 
 std::uint64_t HistogramCounts::value_at(double quantile) const noexcept {

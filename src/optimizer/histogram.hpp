@@ -58,9 +58,12 @@ class HistogramCounts {
   }
 
   void add(const HistogramCounts& other) noexcept;
-  /// Removes an earlier snapshot of the same histogram; max stays the larger one's.
+  /// Removes an earlier snapshot of the same histogram; max becomes the upper bound of the
+  /// highest bucket left (within the buckets' 1%).
   void subtract(const HistogramCounts& earlier) noexcept;
   void clear() noexcept;
+  /// Becomes a copy of `other` without allocating (both have the same bucket count).
+  void assign(const HistogramCounts& other) noexcept;
 
   [[nodiscard]] std::uint64_t count() const noexcept { return count_; }
   [[nodiscard]] std::uint64_t max() const noexcept { return max_; }

@@ -69,6 +69,8 @@ struct alignas(kCacheLine) Shard {
   detail::GrowingRing<Slot> ring;
   std::size_t wake_at = 0;  // worker asleep until ring.size() >= wake_at; 0 while awake
   bool closed = false;      // no more pushes: the optimizer is stopping
+  // ring.size(), published for the worker's lock-free idle spin; written under the mutex.
+  std::atomic<std::size_t> size_hint{0};
   bool abandon = false;     // stop(abandon): the worker leaves the rest of the ring
 
   // Written under the mutex (one writer at a time), read lock-free by metrics().
@@ -92,6 +94,15 @@ struct alignas(kCacheLine) WorkerState {
   detail::ConcurrentHistogram queue_latency;
   detail::ConcurrentHistogram route_latency;
 };
+
+// Tells the core this is a spin-wait: saves power and frees the pipeline for a sibling thread.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
 
 std::size_t shard_of(const Message& message, std::size_t shards) noexcept {
   const std::size_t h1 = std::hash<std::string_view>{}(message.source);
@@ -175,33 +186,30 @@ class Optimizer::Impl {
   }
 
   OfferResult offer(Message&& message) noexcept {
-    const auto enqueued = Clock::now();
-    const std::size_t index = shard_of(message, shards_.size());
-    Shard& shard = *shards_[index];
-
+    // Capacity first: a refusal under `drop` then costs one atomic load and one counter.
     bool evict = false;
     if (!try_reserve()) {
       switch (config_.offer_policy) {
         case OfferPolicy::drop:
-          shard.refused_full.fetch_add(1, std::memory_order_relaxed);
+          refusal_shard().refused_full.fetch_add(1, std::memory_order_relaxed);
           return OfferResult::dropped;
         case OfferPolicy::block:
           if (!wait_for_room(std::nullopt)) {
-            shard.refused_stopped.fetch_add(1, std::memory_order_relaxed);
+            refusal_shard().refused_stopped.fetch_add(1, std::memory_order_relaxed);
             return OfferResult::stopped;
           }
           break;
         case OfferPolicy::timeout:
           if (config_.offer_timeout == std::chrono::nanoseconds::zero()) {
-            shard.refused_full.fetch_add(1, std::memory_order_relaxed);
+            refusal_shard().refused_full.fetch_add(1, std::memory_order_relaxed);
             return OfferResult::dropped;
           }
-          if (!wait_for_room(enqueued + config_.offer_timeout)) {
+          if (!wait_for_room(Clock::now() + config_.offer_timeout)) {
             if (stopping_.load(std::memory_order_acquire)) {
-              shard.refused_stopped.fetch_add(1, std::memory_order_relaxed);
+              refusal_shard().refused_stopped.fetch_add(1, std::memory_order_relaxed);
               return OfferResult::stopped;
             }
-            shard.refused_timeout.fetch_add(1, std::memory_order_relaxed);
+            refusal_shard().refused_timeout.fetch_add(1, std::memory_order_relaxed);
             return OfferResult::timed_out;
           }
           break;
@@ -210,10 +218,13 @@ class Optimizer::Impl {
           break;
       }
     }
+    const auto enqueued = Clock::now();
+    const std::size_t index = shard_of(message, shards_.size());
     if (evict) {
       return offer_evicting(std::move(message), index, enqueued);
     }
 
+    Shard& shard = *shards_[index];
     bool wake_worker = false;
     {
       const std::lock_guard lock(shard.mutex);
@@ -256,6 +267,14 @@ class Optimizer::Impl {
   }
 
  private:
+  // Where a refused offer is counted: any shard will do, so each producer thread sticks to one
+  // and refusing producers do not all write the same cache line.
+  Shard& refusal_shard() noexcept {
+    static std::atomic<std::size_t> next_thread{0};
+    thread_local const std::size_t thread_index = next_thread.fetch_add(1);
+    return *shards_[thread_index % shards_.size()];
+  }
+
   // Claims one unit of queue capacity if any is left.
   bool try_reserve() noexcept {
     std::size_t queued = queued_.load(std::memory_order_relaxed);
@@ -306,6 +325,7 @@ class Optimizer::Impl {
   static void push_locked(Shard& shard, Message&& message, Clock::time_point enqueued) {
     shard.ring.push_back(Slot{std::move(message), enqueued});
     shard.pushed.add(1);
+    shard.size_hint.store(shard.ring.size(), std::memory_order_release);
   }
 
   // drop_oldest with a full queue: with every shard locked (in index order, so producers
@@ -326,6 +346,7 @@ class Optimizer::Impl {
       } else if (Shard* oldest = find_oldest_locked(); oldest != nullptr) {
         victim.emplace(oldest->ring.pop_front().message);
         oldest->evicted.add(1);
+        oldest->size_hint.store(oldest->ring.size(), std::memory_order_relaxed);
         push_locked(own, std::move(message), enqueued);
       }
       const bool wake_worker = own.wake_at != 0 && own.ring.size() >= own.wake_at;
@@ -371,6 +392,7 @@ class Optimizer::Impl {
     }
     if (n != 0) {
       shard.taken.add(n);
+      shard.size_hint.store(shard.ring.size(), std::memory_order_relaxed);
       release_capacity(n);
     }
     return n;
@@ -382,9 +404,19 @@ class Optimizer::Impl {
   bool collect_batch(Shard& shard, std::vector<Slot>& batch) {
     const std::size_t batch_size = config_.batch_size;
     std::unique_lock lock(shard.mutex);
+    bool spun = false;
     while (shard.ring.empty() || shard.abandon) {
       if (shard.closed) {
         return false;
+      }
+      if (!spun && config_.idle_spin > std::chrono::nanoseconds::zero()) {
+        // Poll a little before parking: a producer that finds the worker awake skips the
+        // futex wake-up, which costs it more than the message itself.
+        lock.unlock();
+        spin_for_work(shard);
+        lock.lock();
+        spun = true;
+        continue;
       }
       shard.wake_at = 1;
       shard.wake.wait(lock);
@@ -401,6 +433,26 @@ class Optimizer::Impl {
       }
     }
     return true;
+  }
+
+  // Returns when the shard has a message, the optimizer stops, or idle_spin has passed.
+  void spin_for_work(const Shard& shard) const noexcept {
+    const auto deadline = Clock::now() + config_.idle_spin;
+    for (unsigned i = 1;; ++i) {
+      if (shard.size_hint.load(std::memory_order_acquire) != 0 ||
+          stopping_.load(std::memory_order_relaxed)) {
+        return;
+      }
+      if (i % 64 == 0) {
+        if (Clock::now() >= deadline) {
+          return;
+        }
+        // Let another thread of this CPU run: workers may share CPUs with producers.
+        std::this_thread::yield();
+      } else {
+        cpu_relax();
+      }
+    }
   }
 
   void worker_main(std::size_t index, std::latch& ready) noexcept {
@@ -524,6 +576,7 @@ StopReport Optimizer::Impl::stop_locked(StopMode mode) noexcept {
         while (!shard.ring.empty()) {
           rest.push_back(shard.ring.pop_front());
         }
+        shard.size_hint.store(0, std::memory_order_relaxed);
         shard.abandoned.add(rest.size());
         release_capacity(rest.size());
       }
@@ -561,8 +614,13 @@ void Optimizer::Impl::stats_main(std::latch& ready) noexcept {
                                   std::nullopt);
   ready.count_down();
 
+  // Reused every interval: the stats thread allocates only here, once.
   detail::HistogramCounts previous_queue;
   detail::HistogramCounts previous_route;
+  detail::HistogramCounts queue_now;
+  detail::HistogramCounts route_now;
+  detail::HistogramCounts recent_queue;
+  detail::HistogramCounts recent_route;
   std::uint64_t previous_routed = 0;
   auto previous_time = Clock::now();
   std::unique_lock lock(stats_mutex_);
@@ -573,8 +631,8 @@ void Optimizer::Impl::stats_main(std::latch& ready) noexcept {
     }
     lock.unlock();
 
-    detail::HistogramCounts queue_now;
-    detail::HistogramCounts route_now;
+    queue_now.clear();
+    route_now.clear();
     std::uint64_t routed = 0;
     for (const auto& worker : workers_) {
       routed += worker->routed.read();
@@ -583,18 +641,18 @@ void Optimizer::Impl::stats_main(std::latch& ready) noexcept {
     }
     const auto now = Clock::now();
     const double seconds = std::chrono::duration<double>(now - previous_time).count();
-    detail::HistogramCounts recent_queue = queue_now;
+    recent_queue.assign(queue_now);
     recent_queue.subtract(previous_queue);
-    detail::HistogramCounts recent_route = route_now;
+    recent_route.assign(route_now);
     recent_route.subtract(previous_route);
 
     lock.lock();
     messages_per_second_ =
         seconds > 0.0 ? static_cast<double>(routed - previous_routed) / seconds : 0.0;
-    recent_queue_ = std::move(recent_queue);
-    recent_route_ = std::move(recent_route);
-    previous_queue = std::move(queue_now);
-    previous_route = std::move(route_now);
+    std::swap(recent_queue_, recent_queue);
+    std::swap(recent_route_, recent_route);
+    std::swap(previous_queue, queue_now);
+    std::swap(previous_route, route_now);
     previous_routed = routed;
     previous_time = now;
 

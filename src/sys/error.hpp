@@ -26,7 +26,8 @@ struct SysError {
 class [[nodiscard]] Status {
  public:
   Status() = default;
-  Status(SysError error) : error_(std::move(error)), failed_(true) {}  // NOLINT: implicit by design
+  // Implicit, so that a wrapper can `return SysError::from(...)`.
+  Status(SysError error) : error_(std::move(error)), failed_(true) {}
 
   [[nodiscard]] bool ok() const noexcept { return !failed_; }
   explicit operator bool() const noexcept { return ok(); }
@@ -44,8 +45,9 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : state_(std::move(value)) {}         // NOLINT: implicit by design
-  Result(SysError error) : state_(std::move(error)) {}  // NOLINT: implicit by design
+  // Implicit, so that a wrapper can return either a value or `SysError::from(...)`.
+  Result(T value) : state_(std::move(value)) {}
+  Result(SysError error) : state_(std::move(error)) {}
 
   [[nodiscard]] bool ok() const noexcept { return state_.index() == 0; }
   explicit operator bool() const noexcept { return ok(); }

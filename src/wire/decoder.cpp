@@ -332,6 +332,7 @@ struct Decoder::State {
     message.correlation_id = std::move(done.correlation_id);
     message.error.clear();
     message.payload = Payload{};
+    message.origin = 0;
 
     if (message.type != MessageType::error) {
       message.payload = std::move(payload);

@@ -165,6 +165,7 @@ void reset(Message& message) noexcept {
   message.target.clear();
   message.correlation_id.clear();
   message.payload = Payload{};
+  message.origin = 0;
 }
 
 /// Fills the message from the line's top-level object. Returns an empty string on success.

@@ -24,11 +24,45 @@ void* operator new(std::size_t size) {
   throw std::bad_alloc();
 }
 
+// Every form is replaced, so that each allocation is freed by its own family (sanitizers check
+// that new and delete match).
+void* operator new(std::size_t size, const std::nothrow_t& /*tag*/) noexcept {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  return std::malloc(size == 0 ? 1 : size);  // NOLINT(*-no-malloc)
+}
+
+void* operator new(std::size_t size, std::align_val_t align) {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  const auto alignment = static_cast<std::size_t>(align);
+  const std::size_t rounded = (size + alignment - 1) / alignment * alignment;
+  if (void* p = std::aligned_alloc(alignment, rounded == 0 ? alignment : rounded)) {
+    return p;
+  }
+  throw std::bad_alloc();
+}
+
+void* operator new(std::size_t size, std::align_val_t align,
+                   const std::nothrow_t& /*tag*/) noexcept {
+  try {
+    return operator new(size, align);
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
+}
+
 // GCC cannot see that operator new above is the matching malloc.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 void operator delete(void* p) noexcept { std::free(p); }  // NOLINT(*-no-malloc)
 void operator delete(void* p, std::size_t /*size*/) noexcept { std::free(p); }  // NOLINT
+void operator delete(void* p, const std::nothrow_t& /*tag*/) noexcept { std::free(p); }  // NOLINT
+void operator delete(void* p, std::align_val_t /*align*/) noexcept { std::free(p); }  // NOLINT
+void operator delete(void* p, std::size_t /*size*/, std::align_val_t /*align*/) noexcept {
+  std::free(p);  // NOLINT(*-no-malloc)
+}
+void operator delete(void* p, std::align_val_t /*align*/, const std::nothrow_t& /*tag*/) noexcept {
+  std::free(p);  // NOLINT(*-no-malloc)
+}
 #pragma GCC diagnostic pop
 
 namespace v2 {

@@ -58,7 +58,7 @@ class Peer {
         ADD_FAILURE() << "fake broker waited too long for the client";
         return {};
       }
-      const std::span<std::byte> space = decoder_.writable(64 * 1024);
+      const std::span<std::byte> space = decoder_.writable(std::size_t{64} << 10U);
       const ssize_t n = ::recv(fd_, space.data(), space.size(), 0);
       if (n <= 0) {
         ADD_FAILURE() << "fake broker: recv returned " << n << " errno=" << errno;
@@ -78,7 +78,7 @@ class Peer {
     write_raw(out);
   }
 
-  void write_raw(std::string_view bytes) {
+  void write_raw(std::string_view bytes) const {
     while (!bytes.empty()) {
       const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
       ASSERT_GT(n, 0) << "fake broker: send errno=" << errno;
@@ -236,8 +236,7 @@ TEST(ClientCall, SendsNoPayloadWhenNoneIsGiven) {
   });
   Client client = Client::connect(broker.path());
 
-  EXPECT_EQ(client.call("RPCListProcesses", "", milliseconds(10'000)).type,
-            MessageType::response);
+  EXPECT_EQ(client.call("RPCListProcesses", "", milliseconds(10'000)).type, MessageType::response);
 }
 
 TEST(ClientCall, TimesOutWithContextAndKeepsWhatArrivedForReceive) {

@@ -392,7 +392,7 @@ TEST(WireCrossFraming, ErrorMessageSurvivesBothFramings) {
 
 TEST(WireCrossFraming, NdjsonNameTooLongForBinaryIsRefusedByName) {
   Decoder decoder;
-  decoder.feed("{\"type\":\"event\",\"id\":\"" + std::string(40, 'i') + "\"}\n");
+  decoder.feed(R"({"type":"event","id":")" + std::string(40, 'i') + "\"}\n");
   Decoded out;
   drain(decoder, out);
   ASSERT_EQ(out.messages.size(), 1U);

@@ -108,8 +108,7 @@ TEST(WireNdjsonDecode, DecodesAllFields) {
 
 TEST(WireNdjsonDecode, KeepsPayloadBytesExactlyIncludingWhitespace) {
   const std::string payload = "{ \"a\" :\t[ 1 , 2.50e+3 , \"x\\u0041\\n\" ] ,\r \"b\":{ } }";
-  const Message m =
-      decode_one("{\"type\":\"event\",\"id\":\"e\",\"payload\":  " + payload + "  }\n");
+  const Message m = decode_one(R"({"type":"event","id":"e","payload":  )" + payload + "  }\n");
   EXPECT_EQ(m.payload.view(), payload);
 }
 
@@ -265,7 +264,7 @@ TEST(WireNdjsonDecode, SkipsBlankLines) {
 TEST(WireNdjsonDecode, DecodesManyMessagesFromOneChunk) {
   std::string chunk;
   for (int i = 0; i < 1000; ++i) {
-    chunk += "{\"type\":\"event\",\"id\":\"m" + std::to_string(i) + "\",\"payload\":[" +
+    chunk += R"({"type":"event","id":"m)" + std::to_string(i) + R"(","payload":[)" +
              std::to_string(i) + "]}\n";
   }
   const Decoded out = decode_all(chunk);
@@ -315,7 +314,7 @@ TEST(WireNdjsonDecode, DecodesDirectlyFromWritableSpan) {
 
 TEST(WireNdjsonDecode, RefusesLineAtLimitPlusOneAndAcceptsLineAtLimit) {
   DecoderConfig config;
-  const std::string head = "{\"type\":\"event\",\"id\":\"e\",\"payload\":\"";
+  const std::string head = R"({"type":"event","id":"e","payload":")";
   const std::string tail = "\"}";
   config.max_message_size = 200;
   const std::string fits = head + std::string(200 - head.size() - tail.size(), 'a') + tail;
@@ -340,7 +339,7 @@ TEST(WireNdjsonDecode, RefusesHugeLineWithBoundedMemory) {
 
   const std::string chunk(std::size_t{64} << 10U, 'x');
   std::size_t largest_capacity = 0;
-  decoder.feed("{\"type\":\"event\",\"id\":\"e\",\"payload\":\"");
+  decoder.feed(R"({"type":"event","id":"e","payload":")");
   for (std::size_t fed = 0; fed < (std::size_t{60} << 20U); fed += chunk.size()) {
     std::span<std::byte> space = decoder.writable(chunk.size());
     std::memcpy(space.data(), chunk.data(), chunk.size());
@@ -367,8 +366,7 @@ TEST(WireNdjsonDecode, ShrinksBufferAfterLargeLine) {
   config.initial_buffer_size = 1024;
   Decoder decoder(config);
   Decoded out;
-  decoder.feed("{\"type\":\"event\",\"id\":\"e\",\"payload\":\"" + std::string(100000, 'y') +
-               "\"}\n");
+  decoder.feed(R"({"type":"event","id":"e","payload":")" + std::string(100000, 'y') + "\"}\n");
   drain(decoder, out);
   ASSERT_EQ(out.messages.size(), 1U);
   EXPECT_GE(decoder.buffer_capacity(), 100000U);
