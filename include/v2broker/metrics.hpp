@@ -58,8 +58,8 @@ struct MetricsSnapshot {
   double saturation = 0.0;           ///< queued / capacity, 0..1
   double messages_per_second = 0.0;  ///< routed over the last complete stats interval
   std::vector<WorkerMetrics> workers;
-  LatencySummary queue_latency;  ///< offer to taken by a worker, since start
-  LatencySummary route_latency;  ///< time in the router per message, since start
+  LatencySummary queue_latency;         ///< offer to taken by a worker, since start
+  LatencySummary route_latency;         ///< time in the router per message, since start
   LatencySummary recent_queue_latency;  ///< as queue_latency, over the last stats interval
   LatencySummary recent_route_latency;  ///< as route_latency, over the last stats interval
 };

@@ -16,7 +16,9 @@ std::string cpu_list(const std::vector<int>& cpus) {
   return text.empty() ? "none" : text;
 }
 
-std::string yes_no(bool value) { return value ? "yes" : "no"; }
+std::string yes_no(bool value) {
+  return value ? "yes" : "no";
+}
 
 // One line per tuning: "[ok]" or "[no]", what would be in force, and why not.
 void line(std::ostream& out, bool ok, const std::string& what, const std::string& detail) {
@@ -33,8 +35,8 @@ int run_check(const BrokerOptions& options, std::ostream& out) {
   const CapabilityState caps = read_capability_state();
   const std::vector<int> cpus = allowed_cpus();
 
-  out << "v2broker --check: what the Linux tunings would achieve for this user (euid "
-      << caps.euid << ")\n\n";
+  out << "v2broker --check: what the Linux tunings would achieve for this user (euid " << caps.euid
+      << ")\n\n";
   out << "process:\n";
   out << "  allowed CPUs:   " << cpu_list(cpus) << "\n";
   out << "  cap_sys_nice:   effective=" << yes_no(caps.sys_nice_effective)

@@ -1,5 +1,7 @@
 #include "broker/cli.hpp"
 
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -9,8 +11,6 @@
 #include <iostream>
 #include <map>
 #include <optional>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -36,8 +36,8 @@ std::optional<std::chrono::nanoseconds> parse_duration(const std::string& text) 
   }
   const std::string unit(rest, end);
   static const std::map<std::string, long long> kNanos = {
-      {"", 1'000'000}, {"ns", 1}, {"us", 1'000}, {"ms", 1'000'000},
-      {"s", 1'000'000'000}, {"m", 60'000'000'000}};
+      {"", 1'000'000},      {"ns", 1}, {"us", 1'000}, {"ms", 1'000'000}, {"s", 1'000'000'000},
+      {"m", 60'000'000'000}};
   const auto it = kNanos.find(unit);
   if (it == kNanos.end() || value > std::numeric_limits<long long>::max() / it->second) {
     return std::nullopt;
@@ -55,10 +55,17 @@ std::optional<std::size_t> parse_size(const std::string& text) {
     return std::nullopt;
   }
   const std::string unit(rest, end);
-  static const std::map<std::string, unsigned long long> kBytes = {
-      {"", 1},         {"B", 1},         {"K", 1ULL << 10U}, {"KB", 1ULL << 10U},
-      {"KiB", 1ULL << 10U}, {"M", 1ULL << 20U}, {"MB", 1ULL << 20U}, {"MiB", 1ULL << 20U},
-      {"G", 1ULL << 30U}, {"GB", 1ULL << 30U}, {"GiB", 1ULL << 30U}};
+  static const std::map<std::string, unsigned long long> kBytes = {{"", 1},
+                                                                   {"B", 1},
+                                                                   {"K", 1ULL << 10U},
+                                                                   {"KB", 1ULL << 10U},
+                                                                   {"KiB", 1ULL << 10U},
+                                                                   {"M", 1ULL << 20U},
+                                                                   {"MB", 1ULL << 20U},
+                                                                   {"MiB", 1ULL << 20U},
+                                                                   {"G", 1ULL << 30U},
+                                                                   {"GB", 1ULL << 30U},
+                                                                   {"GiB", 1ULL << 30U}};
   const auto it = kBytes.find(unit);
   if (it == kBytes.end() || value > std::numeric_limits<std::size_t>::max() / it->second) {
     return std::nullopt;
@@ -94,12 +101,16 @@ std::optional<std::vector<int>> parse_cpu_list(const std::string& text) {
 
 // The flag that sets each optimizer field, so configuration errors name what the user typed.
 std::string flag_for(const std::string& field) {
-  static const std::map<std::string, std::string> kFlags = {
-      {"buffer_capacity", "--buffer-cap"},     {"workers", "--workers"},
-      {"stats_interval", "--stats-interval"}, {"offer_timeout", "--offer-timeout"},
-      {"batch_size", "--batch-size"},         {"flush_interval", "--flush-interval"},
-      {"tuning.nice", "--nice"},              {"tuning.io_level", "--io-level"},
-      {"tuning.io_class", "--io-class"},      {"tuning.cpus", "--cpus"}};
+  static const std::map<std::string, std::string> kFlags = {{"buffer_capacity", "--buffer-cap"},
+                                                            {"workers", "--workers"},
+                                                            {"stats_interval", "--stats-interval"},
+                                                            {"offer_timeout", "--offer-timeout"},
+                                                            {"batch_size", "--batch-size"},
+                                                            {"flush_interval", "--flush-interval"},
+                                                            {"tuning.nice", "--nice"},
+                                                            {"tuning.io_level", "--io-level"},
+                                                            {"tuning.io_class", "--io-class"},
+                                                            {"tuning.cpus", "--cpus"}};
   const auto it = kFlags.find(field);
   return it == kFlags.end() ? field : it->second;
 }
@@ -159,7 +170,8 @@ int broker_main(int argc, char** argv) {
   app.add_option("--buffer-cap", options.optimizer.buffer_capacity,
                  "Messages queued at most, over all workers")
       ->capture_default_str();
-  app.add_option("--offer-policy", offer_policy, "When the queue is full: drop, block, timeout, "
+  app.add_option("--offer-policy", offer_policy,
+                 "When the queue is full: drop, block, timeout, "
                  "drop_oldest")
       ->capture_default_str();
   app.add_option("--offer-timeout", offer_timeout, "Wait for room under the timeout policy")

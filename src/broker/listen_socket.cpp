@@ -96,7 +96,9 @@ ListenSocket::ListenSocket(std::string path, mode_t mode, int backlog) : path_(s
   }
 }
 
-ListenSocket::~ListenSocket() { close(); }
+ListenSocket::~ListenSocket() {
+  close();
+}
 
 void ListenSocket::close() noexcept {
   if (fd_ < 0) {

@@ -57,8 +57,7 @@ std::vector<std::pair<std::string, std::shared_ptr<Connection>>> Registry::names
     const std::shared_lock lock(mutex_);
     all.assign(names_.begin(), names_.end());
   }
-  std::sort(all.begin(), all.end(),
-            [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   return all;
 }
 

@@ -1,8 +1,7 @@
 #include "broker/reports.hpp"
 
-#include <ctime>
-
 #include <cstdio>
+#include <ctime>
 
 namespace v2::broker {
 namespace {
@@ -21,7 +20,7 @@ nlohmann::json outcome_json(TuningOutcome outcome, int error, const std::string&
 }
 
 nlohmann::json latency_json(const LatencySummary& s) {
-  return {{"count", s.count}, {"p50_ns", s.p50}, {"p99_ns", s.p99},
+  return {{"count", s.count},  {"p50_ns", s.p50}, {"p99_ns", s.p99},
           {"p999_ns", s.p999}, {"max_ns", s.max}, {"mean_ns", s.mean}};
 }
 
@@ -33,12 +32,14 @@ nlohmann::json to_json(const TuningReport& report) {
   j["fully_applied"] = report.fully_applied();
   j["allowed_cpus"] = report.allowed_cpus;
   j["capabilities"] = {
-      {"cap_sys_nice", {{"effective", caps.sys_nice_effective},
-                        {"permitted", caps.sys_nice_permitted},
-                        {"bounding", caps.sys_nice_bounding}}},
-      {"cap_sys_admin", {{"effective", caps.sys_admin_effective},
-                         {"permitted", caps.sys_admin_permitted},
-                         {"bounding", caps.sys_admin_bounding}}},
+      {"cap_sys_nice",
+       {{"effective", caps.sys_nice_effective},
+        {"permitted", caps.sys_nice_permitted},
+        {"bounding", caps.sys_nice_bounding}}},
+      {"cap_sys_admin",
+       {{"effective", caps.sys_admin_effective},
+        {"permitted", caps.sys_admin_permitted},
+        {"bounding", caps.sys_admin_bounding}}},
       {"no_new_privs", caps.no_new_privs},
       {"rlimit_nice", caps.nice_rlimit},
       {"euid", caps.euid},
@@ -51,8 +52,7 @@ nlohmann::json to_json(const TuningReport& report) {
     if (t.worker) {
       thread["worker"] = *t.worker;
     }
-    nlohmann::json affinity = outcome_json(t.affinity.outcome, t.affinity.error,
-                                           t.affinity.detail);
+    nlohmann::json affinity = outcome_json(t.affinity.outcome, t.affinity.error, t.affinity.detail);
     affinity["requested"] = t.affinity.requested;
     affinity["in_force"] = t.affinity.in_force;
     thread["affinity"] = std::move(affinity);
@@ -64,8 +64,8 @@ nlohmann::json to_json(const TuningReport& report) {
     nice["in_force"] = t.nice.in_force;
     thread["nice"] = std::move(nice);
 
-    nlohmann::json io = outcome_json(t.io_priority.outcome, t.io_priority.error,
-                                     t.io_priority.detail);
+    nlohmann::json io =
+        outcome_json(t.io_priority.outcome, t.io_priority.error, t.io_priority.detail);
     if (t.io_priority.requested_class) {
       io["requested"] = std::string(to_string(*t.io_priority.requested_class)) + "/" +
                         std::to_string(t.io_priority.requested_level);

@@ -1,5 +1,6 @@
 #include "broker/server.hpp"
 
+#include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
@@ -14,7 +15,6 @@
 #include <deque>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
@@ -75,6 +75,19 @@ std::string name_problem(std::string_view name) {
   return {};
 }
 
+// Message::origin packs the sending connection's id with one flag: whether the payload is known
+// to be valid JSON (it came through the NDJSON decoder, or the broker wrote it), so that it can
+// be written raw to NDJSON receivers without being checked again.
+constexpr std::uint64_t make_origin(std::uint64_t connection, bool validated) noexcept {
+  return connection << 1U | (validated ? 1U : 0U);
+}
+constexpr std::uint64_t origin_connection(std::uint64_t origin) noexcept {
+  return origin >> 1U;
+}
+constexpr bool origin_validated(std::uint64_t origin) noexcept {
+  return (origin & 1U) != 0;
+}
+
 Message make_response(const Message& request, const nlohmann::json& payload) {
   Message reply;
   reply.type = MessageType::response;
@@ -83,7 +96,7 @@ Message make_response(const Message& request, const nlohmann::json& payload) {
   reply.target = request.source;
   reply.correlation_id = request.correlation_id;
   reply.payload = Payload::copy_of(payload.dump());
-  reply.origin = request.origin;
+  reply.origin = make_origin(origin_connection(request.origin), true);
   return reply;
 }
 
@@ -159,15 +172,15 @@ class Server::Impl final : public Router {
                   context);
       return;
     }
-    deliver(*target, message, context, Delivery::routed);
+    deliver(target, message, context, Delivery::routed);
   }
 
   void handle_broker(Message& message, const RouteContext& context) noexcept override {
     try {
       std::optional<Message> reply = answer_call(message);
       if (reply) {
-        if (const auto caller = registry_.by_id(message.origin)) {
-          deliver(*caller, *reply, context, Delivery::reply);
+        if (const auto caller = registry_.by_id(origin_connection(message.origin))) {
+          deliver(caller, *reply, context, Delivery::reply);
         }
       }
     } catch (const std::exception& error) {
@@ -189,7 +202,7 @@ class Server::Impl final : public Router {
   void dropped(Message& message, DropReason reason) noexcept override {
     // Evicted by drop_oldest: the sender learns it was never delivered.
     if (reason == DropReason::evicted) {
-      if (const auto sender = registry_.by_id(message.origin)) {
+      if (const auto sender = registry_.by_id(origin_connection(message.origin))) {
         try {
           Message error = wire::make_error_reply(
               message, "dropped: the broker queue was full and a newer message took its place");
@@ -209,15 +222,16 @@ class Server::Impl final : public Router {
     event.events = events;
     event.data.u64 = tag;
     if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event) != 0) {
-      throw std::runtime_error("epoll_ctl(ADD fd=" + std::to_string(fd) + "): " +
-                               errno_text(errno));
+      throw std::runtime_error("epoll_ctl(ADD fd=" + std::to_string(fd) +
+                               "): " + errno_text(errno));
     }
   }
 
   // Queues `message` for `receiver` in the receiver's framing and remembers to flush it at the
   // end of the worker's batch.
-  void deliver(Connection& receiver, const Message& message, const RouteContext& context,
-               Delivery kind) noexcept {
+  void deliver(const std::shared_ptr<Connection>& receiver_ptr, const Message& message,
+               const RouteContext& context, Delivery kind) noexcept {
+    Connection& receiver = *receiver_ptr;
     std::string refusal;
     {
       const std::lock_guard lock(receiver.out_mutex);
@@ -244,7 +258,7 @@ class Server::Impl final : public Router {
     }
     receiver.received.fetch_add(1, std::memory_order_relaxed);
     delivered_.fetch_add(1, std::memory_order_relaxed);
-    remember(receiver, context);
+    remember(receiver_ptr, context);
   }
 
   wire::EncodeResult encode_into(Connection& receiver, const Message& message) {
@@ -262,43 +276,32 @@ class Server::Impl final : public Router {
       return status;
     }
     wire::NdjsonEncodeOptions ndjson;
-    // Payloads decoded from NDJSON were validated on the way in.
-    ndjson.payload_check = message.encoding == PayloadEncoding::json && message.origin != 0 &&
-                                   origin_framing(message) == wire::Framing::ndjson
-                               ? wire::JsonPayloadCheck::trust
-                               : wire::JsonPayloadCheck::validate;
+    ndjson.payload_check =
+        message.encoding == PayloadEncoding::json && origin_validated(message.origin)
+            ? wire::JsonPayloadCheck::trust
+            : wire::JsonPayloadCheck::validate;
     auto status = wire::encode_ndjson(message, receiver.out.tail(), ndjson);
     receiver.out.commit();
     return status;
   }
 
-  wire::Framing origin_framing(const Message& message) const {
-    const auto sender = registry_.by_id(message.origin);
-    return sender == nullptr ? wire::Framing::unknown
-                             : sender->framing.load(std::memory_order_acquire);
-  }
-
-  void remember(Connection& receiver, const RouteContext& context) {
+  void remember(const std::shared_ptr<Connection>& receiver, const RouteContext& context) {
     auto& touched = touched_[context.worker];
-    const bool known = std::any_of(touched.begin(), touched.end(),
-                                   [&](const auto& c) { return c.get() == &receiver; });
-    if (!known) {
-      if (auto shared = registry_.by_id(receiver.id())) {
-        touched.push_back(std::move(shared));
-      }
+    if (std::find(touched.begin(), touched.end(), receiver) == touched.end()) {
+      touched.push_back(receiver);
     }
   }
 
   // An error reply to the sender of `message`, delivered through the same path.
   void reply_error(const Message& message, std::string text, const RouteContext& context) noexcept {
     errors_.fetch_add(1, std::memory_order_relaxed);
-    const auto sender = registry_.by_id(message.origin);
+    const auto sender = registry_.by_id(origin_connection(message.origin));
     if (sender == nullptr) {
       return;
     }
     try {
       const Message error = wire::make_error_reply(message, std::move(text));
-      deliver(*sender, error, context, Delivery::reply);
+      deliver(sender, error, context, Delivery::reply);
     } catch (const std::exception&) {
       // Allocation failed: the error is counted, the reply is lost.
     }
@@ -404,7 +407,8 @@ std::optional<Message> Server::Impl::answer_call(const Message& call) {
           {"last_message_time", rfc3339(c.last_message_ns.load())},
       };
     }
-    return make_response(call, {{"total", std::move(total)}, {"per_process", per_process},
+    return make_response(call, {{"total", std::move(total)},
+                                {"per_process", per_process},
                                 {"optimizer", to_json(optimizer_.metrics())}});
   }
   if (method == "RPCGetKernelMetrics") {
@@ -422,9 +426,9 @@ std::optional<Message> Server::Impl::answer_call(const Message& call) {
       }
       error_rate = error_rate_;
     }
-    const auto p99 = m.recent_route_latency.count != 0 ? m.recent_queue_latency.p99 +
-                                                             m.recent_route_latency.p99
-                                                       : m.queue_latency.p99 + m.route_latency.p99;
+    const auto p99 = m.recent_route_latency.count != 0
+                         ? m.recent_queue_latency.p99 + m.recent_route_latency.p99
+                         : m.queue_latency.p99 + m.route_latency.p99;
     return make_response(call, {{"p99_latency_ms", static_cast<double>(p99) / 1e6},
                                 {"buffer_saturation", m.saturation * 100.0},
                                 {"active_workers", optimizer_.worker_count()},
@@ -479,8 +483,8 @@ void Server::Impl::accept_all() {
     }
     if (connections_.size() >= options_.max_connections) {
       refused_connections_.fetch_add(1, std::memory_order_relaxed);
-      spdlog::warn("refused a connection from pid={} uid={}: max_connections={} reached",
-                   peer.pid, peer.uid, options_.max_connections);
+      spdlog::warn("refused a connection from pid={} uid={}: max_connections={} reached", peer.pid,
+                   peer.uid, options_.max_connections);
       ::close(fd);
       continue;
     }
@@ -576,7 +580,8 @@ void Server::Impl::handle_incoming(const std::shared_ptr<Connection>& connection
   c.first_message_ns.compare_exchange_strong(unset, now, std::memory_order_relaxed);
   c.last_message_ns.store(now, std::memory_order_relaxed);
   c.sent.fetch_add(1, std::memory_order_relaxed);
-  message.origin = c.id();
+  message.origin =
+      make_origin(c.id(), c.framing.load(std::memory_order_relaxed) == wire::Framing::ndjson);
 
   // The broker stamps the source: a connection may only speak as a name it registered.
   if (!message.source.empty() &&
@@ -729,8 +734,8 @@ int Server::Impl::run() {
     } else if (options_.stats_log_interval.count() > 0 || stopping) {
       const auto until = stopping ? drain_deadline : next_stats;
       timeout_ms = static_cast<int>(std::max<std::int64_t>(
-          0, std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count() +
-                 1));
+          0,
+          std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count() + 1));
       if (stopping) {
         timeout_ms = std::min(timeout_ms, 10);
       }
@@ -830,8 +835,8 @@ int Server::Impl::run() {
   }
 
   const MetricsSnapshot m = optimizer_.metrics();
-  spdlog::info("stopped: received={} delivered={} routed={} dropped={} errors={}",
-               received_.load(), delivered_.load(), m.routed, m.dropped.total(), errors_.load());
+  spdlog::info("stopped: received={} delivered={} routed={} dropped={} errors={}", received_.load(),
+               delivered_.load(), m.routed, m.dropped.total(), errors_.load());
   return 0;
 }
 
@@ -839,10 +844,16 @@ Server::Server(BrokerOptions options) : impl_(std::make_unique<Impl>(std::move(o
 
 Server::~Server() = default;
 
-int Server::run() { return impl_->run(); }
+int Server::run() {
+  return impl_->run();
+}
 
-TuningReport Server::tuning_report() const { return impl_->tuning_report(); }
+TuningReport Server::tuning_report() const {
+  return impl_->tuning_report();
+}
 
-const std::string& Server::socket_path() const noexcept { return impl_->socket_path(); }
+const std::string& Server::socket_path() const noexcept {
+  return impl_->socket_path();
+}
 
 }  // namespace v2::broker

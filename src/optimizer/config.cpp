@@ -31,7 +31,9 @@ std::string describe_all(const std::vector<ConfigIssue>& issues) {
   return "invalid configuration: " + join(parts);
 }
 
-std::string ns_text(std::chrono::nanoseconds value) { return std::to_string(value.count()) + "ns"; }
+std::string ns_text(std::chrono::nanoseconds value) {
+  return std::to_string(value.count()) + "ns";
+}
 
 }  // namespace
 
@@ -79,7 +81,9 @@ std::string_view to_string(IoClass io_class) noexcept {
   return "unknown";
 }
 
-std::string ConfigIssue::describe() const { return field + "=" + value + ": " + reason; }
+std::string ConfigIssue::describe() const {
+  return field + "=" + value + ": " + reason;
+}
 
 ConfigError::ConfigError(std::vector<ConfigIssue> issues)
     : std::invalid_argument(describe_all(issues)), issues_(std::move(issues)) {}

@@ -71,7 +71,7 @@ struct alignas(kCacheLine) Shard {
   bool closed = false;      // no more pushes: the optimizer is stopping
   // ring.size(), published for the worker's lock-free idle spin; written under the mutex.
   std::atomic<std::size_t> size_hint{0};
-  bool abandon = false;     // stop(abandon): the worker leaves the rest of the ring
+  bool abandon = false;  // stop(abandon): the worker leaves the rest of the ring
 
   // Written under the mutex (one writer at a time), read lock-free by metrics().
   OwnedCounter pushed;
@@ -462,7 +462,8 @@ class Optimizer::Impl {
     if (!cpus_.empty()) {
       cpu = cpus_[index % cpus_.size()];
     }
-    const std::string name = config_.tuning.name_threads ? "v2-worker-" + std::to_string(index) : "";
+    const std::string name =
+        config_.tuning.name_threads ? "v2-worker-" + std::to_string(index) : "";
     self.tid.store(ledger_.apply_to_current_thread(name, index, cpu), std::memory_order_release);
     ready.count_down();
 
@@ -737,20 +738,36 @@ void Optimizer::set_stats_callback(StatsCallback callback) {
   impl_->set_stats_callback(std::move(callback));
 }
 
-void Optimizer::start() { impl_->start(); }
+void Optimizer::start() {
+  impl_->start();
+}
 
-OfferResult Optimizer::offer(Message&& message) noexcept { return impl_->offer(std::move(message)); }
+OfferResult Optimizer::offer(Message&& message) noexcept {
+  return impl_->offer(std::move(message));
+}
 
-StopReport Optimizer::stop(StopMode mode) noexcept { return impl_->stop(mode); }
+StopReport Optimizer::stop(StopMode mode) noexcept {
+  return impl_->stop(mode);
+}
 
-MetricsSnapshot Optimizer::metrics() const { return impl_->metrics(); }
+MetricsSnapshot Optimizer::metrics() const {
+  return impl_->metrics();
+}
 
-TuningReport Optimizer::tuning_report() const { return impl_->tuning_report(); }
+TuningReport Optimizer::tuning_report() const {
+  return impl_->tuning_report();
+}
 
-const OptimizerConfig& Optimizer::config() const noexcept { return impl_->config(); }
+const OptimizerConfig& Optimizer::config() const noexcept {
+  return impl_->config();
+}
 
-std::size_t Optimizer::worker_count() const noexcept { return impl_->worker_count(); }
+std::size_t Optimizer::worker_count() const noexcept {
+  return impl_->worker_count();
+}
 
-std::vector<pid_t> Optimizer::worker_tids() const { return impl_->worker_tids(); }
+std::vector<pid_t> Optimizer::worker_tids() const {
+  return impl_->worker_tids();
+}
 
 }  // namespace v2

@@ -63,7 +63,9 @@ Payload& Payload::operator=(Payload&& other) noexcept {
   return *this;
 }
 
-Payload::~Payload() { release(); }
+Payload::~Payload() {
+  release();
+}
 
 void Payload::release() noexcept {
   if (block_ != nullptr) {
@@ -83,7 +85,9 @@ Payload Payload::copy_of(std::span<const std::byte> bytes) {
   return std::move(builder).finish();
 }
 
-Payload Payload::copy_of(std::string_view text) { return copy_of(std::as_bytes(std::span(text))); }
+Payload Payload::copy_of(std::string_view text) {
+  return copy_of(std::as_bytes(std::span(text)));
+}
 
 Payload Payload::slice(std::size_t offset, std::size_t length) const noexcept {
   if (offset > size_ || length > size_ - offset || length == 0) {

@@ -53,10 +53,18 @@ void* operator new(std::size_t size, std::align_val_t align,
 // GCC cannot see that operator new above is the matching malloc.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-void operator delete(void* p) noexcept { std::free(p); }  // NOLINT(*-no-malloc)
-void operator delete(void* p, std::size_t /*size*/) noexcept { std::free(p); }  // NOLINT
-void operator delete(void* p, const std::nothrow_t& /*tag*/) noexcept { std::free(p); }  // NOLINT
-void operator delete(void* p, std::align_val_t /*align*/) noexcept { std::free(p); }  // NOLINT
+void operator delete(void* p) noexcept {
+  std::free(p);
+}  // NOLINT(*-no-malloc)
+void operator delete(void* p, std::size_t /*size*/) noexcept {
+  std::free(p);
+}  // NOLINT
+void operator delete(void* p, const std::nothrow_t& /*tag*/) noexcept {
+  std::free(p);
+}  // NOLINT
+void operator delete(void* p, std::align_val_t /*align*/) noexcept {
+  std::free(p);
+}  // NOLINT
 void operator delete(void* p, std::size_t /*size*/, std::align_val_t /*align*/) noexcept {
   std::free(p);  // NOLINT(*-no-malloc)
 }

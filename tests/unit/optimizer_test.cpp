@@ -42,8 +42,7 @@ void expect_counts_add_up(const MetricsSnapshot& m) {
 
 // One worker held inside route() by the closed gate, holding message "held"; the queue is then
 // filled to capacity with "q0".."q{capacity-1}".
-void fill_behind_held_worker(Optimizer& optimizer, RecordingRouter& router,
-                             std::size_t capacity) {
+void fill_behind_held_worker(Optimizer& optimizer, RecordingRouter& router, std::size_t capacity) {
   router.close_gate();
   ASSERT_EQ(optimizer.offer(make_message("held")), OfferResult::accepted);
   ASSERT_TRUE(eventually([&] { return router.waiting_at_gate() == 1; }));
@@ -573,13 +572,12 @@ TEST(Optimizer, IdleWorkersParkInsteadOfSpinning) {
   for (const pid_t tid : tids) {
     after += thread_cpu_ns(tid);
   }
-  const auto wall_ns = static_cast<double>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
-                                                           wall_start)
-          .count());
+  const auto wall_ns = static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                               std::chrono::steady_clock::now() - wall_start)
+                                               .count());
   const double share_of_one_core = static_cast<double>(after - before) / wall_ns;
-  EXPECT_LT(share_of_one_core, 0.01) << "four idle workers used " << share_of_one_core * 100
-                                     << "% of one core";
+  EXPECT_LT(share_of_one_core, 0.01)
+      << "four idle workers used " << share_of_one_core * 100 << "% of one core";
 }
 
 }  // namespace
