@@ -94,7 +94,8 @@ class Client {
   /// Claims `name` with RPCRegister. Returns when the broker accepted it. Throws ClientError:
   /// refused (the broker's error text, e.g. the name is held by another connection), timeout,
   /// hung_up, io, protocol.
-  void register_name(std::string_view name, std::chrono::milliseconds timeout);
+  void register_name(std::string_view name,
+                     std::chrono::milliseconds timeout = kDefaultClientTimeout);
 
   /// Writes `message` whole, resuming after partial writes and waiting while the socket buffer
   /// is full (no timeout). `source` is stamped by the broker; whatever is set here is ignored
@@ -115,13 +116,14 @@ class Client {
   /// refused the call (an unknown method, a bad payload): an error reply is a normal result
   /// here, not an exception; its text is in Message::error. Throws ClientError: timeout,
   /// hung_up, io, protocol.
-  [[nodiscard]] Message call(std::string_view method, std::string_view payload_json,
-                             std::chrono::milliseconds timeout);
+  [[nodiscard]] Message call(std::string_view method, std::string_view payload_json = {},
+                             std::chrono::milliseconds timeout = kDefaultClientTimeout);
 
   /// Sends `message` after giving it a fresh correlation_id (replacing any), then waits for the
   /// message carrying that correlation_id (a response, or an error reply from the broker or
   /// the target) and returns it. Other messages are kept for receive(). Throws like call().
-  [[nodiscard]] Message request(Message message, std::chrono::milliseconds timeout);
+  [[nodiscard]] Message request(Message message,
+                                std::chrono::milliseconds timeout = kDefaultClientTimeout);
 
   /// Waits for the message whose correlation_id is `correlation_id`, keeping all others for
   /// receive(). Returns std::nullopt on timeout. Throws ClientError: hung_up, io, protocol.

@@ -130,7 +130,9 @@ bool worker_first(const ThreadTuning& a, const ThreadTuning& b) noexcept {
 }  // namespace
 
 TuningLedger::TuningLedger(TuningConfig config)
-    : config_(std::move(config)), binary_(sys::executable_path().value_or(std::string("BINARY"))) {}
+    : config_(std::move(config)),
+      binary_(sys::executable_path().value_or(std::string("BINARY"))),
+      allowed_cpus_(sys::get_affinity(0).value_or(std::vector<int>{})) {}
 
 TuningLedger::AffinityAttempt TuningLedger::apply_affinity(pid_t tid, int cpu) {
   AffinityAttempt attempt;
@@ -388,7 +390,7 @@ TuningReport TuningLedger::report() const {
 
   TuningReport report;
   report.capabilities = read_capability_state();
-  report.allowed_cpus = sys::get_affinity(0).value_or(std::vector<int>{});
+  report.allowed_cpus = allowed_cpus_;
   const std::vector<pid_t> tids = sys::list_threads().value_or(std::vector<pid_t>{});
   for (const pid_t tid : tids) {
     if (auto thread = read_thread(tid, snapshot)) {

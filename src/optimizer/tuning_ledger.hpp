@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "v2broker/config.hpp"
 #include "v2broker/tuning.hpp"
@@ -84,6 +85,9 @@ class TuningLedger {
 
   TuningConfig config_;
   std::string binary_;  // the program's path, for the fixes ("setcap ... BINARY")
+  // The CPUs the process may use, read once when the ledger is made: a report asked for on a
+  // pinned worker must not mistake that worker's single CPU for the process's set.
+  std::vector<int> allowed_cpus_;
   mutable std::mutex mutex_;
   std::map<pid_t, Record> records_;  // by tid
   bool process_nice_applied_ = false;

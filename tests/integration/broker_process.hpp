@@ -1,0 +1,546 @@
+#pragma once
+
+// Helpers of the integration tests: a temporary directory, child processes (the real v2broker
+// binary, v2ctl, Python, this test binary in a helper mode), and a raw socket peer that speaks
+// either framing through the wire codec. Everything started here is killed and reaped by its
+// destructor, so a failed assertion never leaves a process behind.
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "v2broker/message.hpp"
+#include "v2broker/payload.hpp"
+#include "v2broker/wire.hpp"
+
+extern char** environ;
+
+namespace v2::integration {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+/// Longest wait for anything that should happen soon; only a broken broker reaches it.
+inline constexpr std::chrono::milliseconds kPatience = 20s;
+
+[[noreturn]] inline void fail_errno(const std::string& what) {
+  throw std::runtime_error(what + ": " + std::strerror(errno));
+}
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+/// Polls `done` every few milliseconds until it returns true or `patience` passes.
+template <typename Predicate>
+bool wait_until(Predicate done, std::chrono::milliseconds patience = kPatience) {
+  const auto deadline = Clock::now() + patience;
+  while (!done()) {
+    if (Clock::now() >= deadline) {
+      return false;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+/// A fresh directory under /tmp, removed with its content at destruction.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = "/tmp/v2integ.XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr) {
+      fail_errno("mkdtemp");
+    }
+    path_ = pattern;
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  TempDir(TempDir&&) = delete;
+  TempDir& operator=(TempDir&&) = delete;
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+  [[nodiscard]] std::string file(std::string_view name) const {
+    return path_ + "/" + std::string(name);
+  }
+
+ private:
+  std::string path_;
+};
+
+/// A child process started with posix_spawn, its stdout and stderr sent to files.
+class Process {
+ public:
+  Process() = default;
+  Process(const std::vector<std::string>& argv, const std::string& stdout_path,
+          const std::string& stderr_path) {
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, stdout_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    // The child starts with the default signal mask and dispositions, whatever the test did.
+    posix_spawnattr_t attributes;
+    posix_spawnattr_init(&attributes);
+    sigset_t none;
+    sigemptyset(&none);
+    sigset_t all;
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attributes, &none);
+    posix_spawnattr_setsigdefault(&attributes, &all);
+    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
+    std::vector<char*> args;
+    args.reserve(argv.size() + 1);
+    for (const auto& arg : argv) {
+      args.push_back(const_cast<char*>(arg.c_str()));
+    }
+    args.push_back(nullptr);
+    const int rc = ::posix_spawn(&pid_, argv.front().c_str(), &actions, &attributes, args.data(),
+                                 environ);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attributes);
+    if (rc != 0) {
+      pid_ = -1;
+      throw std::runtime_error("posix_spawn " + argv.front() + ": " + std::strerror(rc));
+    }
+  }
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  Process(Process&& other) noexcept
+      : pid_(std::exchange(other.pid_, -1)), status_(other.status_) {}
+  Process& operator=(Process&& other) noexcept {
+    if (this != &other) {
+      kill_and_reap();
+      pid_ = std::exchange(other.pid_, -1);
+      status_ = other.status_;
+    }
+    return *this;
+  }
+  ~Process() { kill_and_reap(); }
+
+  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+
+  /// True while the child has not exited (reaps it when it has).
+  bool running() {
+    if (pid_ < 0 || status_) {
+      return false;
+    }
+    int status = 0;
+    const pid_t done = ::waitpid(pid_, &status, WNOHANG);
+    if (done == pid_) {
+      status_ = status;
+      return false;
+    }
+    return true;
+  }
+
+  void signal(int signo) const {
+    if (pid_ > 0 && !status_) {
+      ::kill(pid_, signo);
+    }
+  }
+
+  /// The wait status once the child exited within `patience`; nothing otherwise.
+  std::optional<int> wait(std::chrono::milliseconds patience = kPatience) {
+    wait_until([&] { return !running(); }, patience);
+    return status_;
+  }
+
+  /// The exit code, or -1 (killed by a signal, or still running after `patience`).
+  int exit_code(std::chrono::milliseconds patience = kPatience) {
+    const auto status = wait(patience);
+    if (!status || !WIFEXITED(*status)) {
+      return -1;
+    }
+    return WEXITSTATUS(*status);
+  }
+
+  void kill_and_reap() noexcept {
+    if (pid_ > 0 && !status_) {
+      ::kill(pid_, SIGKILL);
+      int status = 0;
+      while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+      }
+      status_ = status;
+    }
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+};
+
+inline sockaddr_un socket_address(const std::string& path) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(address.sun_path)) {
+    throw std::runtime_error("socket path too long: " + path);
+  }
+  std::memcpy(address.sun_path, path.data(), path.size());
+  return address;
+}
+
+/// A connected socket to `path`, or -1.
+inline int try_connect(const std::string& path) {
+  const sockaddr_un address = socket_address(path);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    fail_errno("socket");
+  }
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/// The v2broker binary running on a socket in a temporary directory, its log in that directory.
+class BrokerProcess {
+ public:
+  struct Options {
+    std::vector<std::string> args;    ///< extra flags
+    std::vector<std::string> prefix;  ///< a wrapper command (e.g. setpriv ...) before the binary
+    std::string socket_path;          ///< default: DIR/broker.sock
+    bool wait_ready = true;
+  };
+
+  BrokerProcess(const TempDir& dir, Options options)
+      : socket_path_(options.socket_path.empty() ? dir.file("broker.sock")
+                                                 : options.socket_path),
+        log_path_(dir.file("broker" + std::to_string(next_index()) + ".log")) {
+    std::vector<std::string> argv = options.prefix;
+    argv.push_back(V2BROKER_PATH);
+    argv.push_back("--socket=" + socket_path_);
+    argv.insert(argv.end(), options.args.begin(), options.args.end());
+    process_ = Process(argv, log_path_, log_path_ + ".out");
+    if (options.wait_ready) {
+      wait_ready();
+    }
+  }
+
+  /// Waits until the socket accepts connections; throws (with the log) if the broker exits.
+  void wait_ready() {
+    const bool ready = wait_until([&] {
+      if (!process_.running()) {
+        return true;
+      }
+      const int fd = try_connect(socket_path_);
+      if (fd >= 0) {
+        ::close(fd);
+        return true;
+      }
+      return false;
+    });
+    if (!ready || !process_.running()) {
+      throw std::runtime_error("v2broker did not start; log:\n" + log());
+    }
+  }
+
+  [[nodiscard]] const std::string& socket_path() const noexcept { return socket_path_; }
+  [[nodiscard]] pid_t pid() const noexcept { return process_.pid(); }
+  [[nodiscard]] std::string log() const { return read_file(log_path_); }
+  Process& process() noexcept { return process_; }
+  bool running() { return process_.running(); }
+  void signal(int signo) const { process_.signal(signo); }
+  int exit_code(std::chrono::milliseconds patience = kPatience) {
+    return process_.exit_code(patience);
+  }
+
+ private:
+  static int next_index() {
+    static int index = 0;
+    return index++;
+  }
+
+  std::string socket_path_;
+  std::string log_path_;
+  Process process_;
+};
+
+/// Raised when the broker closed the connection.
+struct HungUp : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// One raw connection to the broker in one framing. Messages read while waiting for a reply are
+/// kept for receive(). Not thread-safe, except that one thread may send while another receives.
+class Peer {
+ public:
+  Peer(const std::string& socket_path, wire::Framing framing) : framing_(framing) {
+    fd_ = try_connect(socket_path);
+    if (fd_ < 0) {
+      fail_errno("connect " + socket_path);
+    }
+    wire::DecoderConfig config;
+    config.framing = framing;
+    decoder_ = wire::Decoder(config);
+  }
+  Peer(const Peer&) = delete;
+  Peer& operator=(const Peer&) = delete;
+  Peer(Peer&&) = delete;
+  Peer& operator=(Peer&&) = delete;
+  ~Peer() { close(); }
+
+  [[nodiscard]] int fd() const noexcept { return fd_; }
+  [[nodiscard]] wire::Framing framing() const noexcept { return framing_; }
+
+  void close() noexcept {
+    if (fd_ >= 0) {
+      ::close(std::exchange(fd_, -1));
+    }
+  }
+
+  /// Writes all of `bytes`; throws HungUp when the broker closed the connection.
+  void send_bytes(std::string_view bytes) {
+    while (!bytes.empty()) {
+      const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EINTR) {
+          continue;
+        }
+        if (errno == EPIPE || errno == ECONNRESET) {
+          throw HungUp("send: the broker closed the connection");
+        }
+        fail_errno("send");
+      }
+      bytes.remove_prefix(static_cast<std::size_t>(n));
+    }
+  }
+
+  /// Encodes `message` in this connection's framing and sends it.
+  void send(const Message& message) {
+    std::string out;
+    const auto result = wire::encode(message, framing_, out);
+    if (!result.ok()) {
+      throw std::runtime_error("encode: " + result.text);
+    }
+    send_bytes(out);
+  }
+
+  /// The next message within `patience`; nothing on timeout. Throws HungUp at end of stream.
+  std::optional<Message> receive(std::chrono::milliseconds patience = kPatience) {
+    if (!inbox_.empty()) {
+      Message first = std::move(inbox_.front());
+      inbox_.pop_front();
+      return first;
+    }
+    const auto deadline = Clock::now() + patience;
+    for (;;) {
+      Message message;
+      wire::ProtocolError error;
+      const auto status = decoder_.poll(message, error);
+      if (status == wire::DecodeStatus::message) {
+        return message;
+      }
+      if (status == wire::DecodeStatus::error) {
+        throw std::runtime_error("the broker sent bytes the codec refused: " + error.text);
+      }
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      pollfd p{fd_, POLLIN, 0};
+      const int ready = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(0, left.count())));
+      if (ready < 0 && errno != EINTR) {
+        fail_errno("poll");
+      }
+      if (ready <= 0) {
+        if (Clock::now() >= deadline) {
+          return std::nullopt;
+        }
+        continue;
+      }
+      auto space = decoder_.writable(64 * 1024);
+      const ssize_t n = ::read(fd_, space.data(), space.size());
+      if (n > 0) {
+        decoder_.commit(static_cast<std::size_t>(n));
+        continue;
+      }
+      if (n == 0 || errno == ECONNRESET) {
+        throw HungUp("read: the broker closed the connection");
+      }
+      if (errno != EINTR && errno != EAGAIN) {
+        fail_errno("read");
+      }
+    }
+  }
+
+  /// True when the broker closes the connection within `patience`; messages before the end
+  /// of the stream are kept for receive().
+  bool wait_hang_up(std::chrono::milliseconds patience = kPatience) {
+    const auto deadline = Clock::now() + patience;
+    std::deque<Message> seen;
+    bool hung_up = false;
+    try {
+      while (Clock::now() < deadline) {
+        if (auto message = read_one(deadline)) {
+          seen.push_back(std::move(*message));
+        }
+      }
+    } catch (const HungUp&) {
+      hung_up = true;
+    }
+    for (auto& message : seen) {
+      inbox_.push_back(std::move(message));
+    }
+    return hung_up;
+  }
+
+  /// Waits for the message whose correlation id is `correlation_id`, keeping the others.
+  Message wait_for(std::string_view correlation_id,
+                   std::chrono::milliseconds patience = kPatience) {
+    for (auto it = inbox_.begin(); it != inbox_.end(); ++it) {
+      if (it->correlation_id == correlation_id) {
+        Message found = std::move(*it);
+        inbox_.erase(it);
+        return found;
+      }
+    }
+    const auto deadline = Clock::now() + patience;
+    while (Clock::now() < deadline) {
+      auto message = read_one(deadline);
+      if (!message) {
+        break;
+      }
+      if (message->correlation_id == correlation_id) {
+        return std::move(*message);
+      }
+      inbox_.push_back(std::move(*message));
+    }
+    throw std::runtime_error("no reply with correlation_id=" + std::string(correlation_id));
+  }
+
+  /// Calls a broker method and returns the reply (response or error).
+  Message call(std::string_view method, std::string_view payload_json = {}) {
+    Message request;
+    request.type = MessageType::request;
+    request.id = std::string(method);
+    request.target = "broker";
+    request.correlation_id = next_correlation_id();
+    if (!payload_json.empty()) {
+      request.payload = Payload::copy_of(payload_json);
+    }
+    send(request);
+    return wait_for(request.correlation_id);
+  }
+
+  /// RPCRegister; returns the reply.
+  Message register_name(std::string_view name) {
+    return call("RPCRegister", R"({"name":")" + std::string(name) + R"("})");
+  }
+
+  static std::string next_correlation_id() {
+    static std::atomic<std::uint64_t> counter{0};
+    return "c" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1));
+  }
+
+ private:
+  // One message from the socket (ignoring the inbox), nothing at the deadline.
+  std::optional<Message> read_one(Clock::time_point deadline) {
+    std::deque<Message> kept;
+    std::swap(kept, inbox_);
+    std::optional<Message> message;
+    try {
+      message = receive(std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::max(deadline - Clock::now(), Clock::duration::zero())));
+    } catch (...) {
+      std::swap(kept, inbox_);
+      throw;
+    }
+    std::swap(kept, inbox_);
+    return message;
+  }
+
+  int fd_ = -1;
+  wire::Framing framing_;
+  wire::Decoder decoder_;
+  std::deque<Message> inbox_;
+};
+
+/// A message of `type` from the caller to `target`.
+inline Message make_message(MessageType type, std::string target, std::string id,
+                            std::string_view payload = {}, std::string correlation_id = {}) {
+  Message message;
+  message.type = type;
+  message.target = std::move(target);
+  message.id = std::move(id);
+  message.correlation_id = std::move(correlation_id);
+  if (!payload.empty()) {
+    message.payload = Payload::copy_of(payload);
+  }
+  return message;
+}
+
+/// VmRSS of `pid` in KiB, from /proc/PID/status; -1 if unreadable.
+inline long rss_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) {
+      return std::strtol(line.c_str() + 6, nullptr, 10);
+    }
+  }
+  return -1;
+}
+
+}  // namespace v2::integration
+
+namespace v2::integration {
+
+/// The payload of `message` parsed as JSON (null when empty).
+inline nlohmann::json payload_json(const Message& message) {
+  if (message.payload.empty()) {
+    return nullptr;
+  }
+  return nlohmann::json::parse(message.payload.view());
+}
+
+/// This test binary in its receiver mode (see main.cpp): registered as `name` once it returns.
+inline Process start_receiver_process(const TempDir& dir, const std::string& socket_path,
+                                      const std::string& name) {
+  const std::string out = dir.file("receiver-" + name + ".out");
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  Process child({self, "--v2-receiver", socket_path, name}, out, out + ".err");
+  if (!wait_until([&] { return read_file(out) == "ready\n" || !child.running(); }) ||
+      !child.running()) {
+    throw std::runtime_error("receiver " + name + " did not start: " + read_file(out + ".err"));
+  }
+  return child;
+}
+
+}  // namespace v2::integration

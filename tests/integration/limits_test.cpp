@@ -1,0 +1,332 @@
+// Limits and hostile input: over-long lines and frames, malformed input, receivers that stop
+// reading or die. The broker must refuse, stay bounded, and keep serving everyone else.
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+
+#include "broker_process.hpp"
+
+namespace v2::integration {
+namespace {
+
+using nlohmann::json;
+using wire::Framing;
+
+constexpr std::size_t kLimit = 64 * 1024;
+
+// Two registered peers that check, at any moment, that routing still works.
+struct Bystanders {
+  explicit Bystanders(const std::string& socket_path)
+      : ping(socket_path, Framing::ndjson), pong(socket_path, Framing::binary) {
+    EXPECT_EQ(ping.register_name("ping").type, MessageType::response);
+    EXPECT_EQ(pong.register_name("pong").type, MessageType::response);
+  }
+
+  // One message each way; true when both arrived intact.
+  bool exchange(int round) {
+    const std::string payload = R"({"round":)" + std::to_string(round) + "}";
+    ping.send(make_message(MessageType::request, "pong", "r", payload, "p-" + std::to_string(round)));
+    const auto request = pong.receive();
+    if (!request || request->payload.view() != payload || request->source != "ping") {
+      return false;
+    }
+    pong.send(make_message(MessageType::response, "ping", "r", payload, request->correlation_id));
+    const auto response = ping.receive();
+    return response && response->type == MessageType::response &&
+           response->correlation_id == "p-" + std::to_string(round);
+  }
+
+  Peer ping;
+  Peer pong;
+};
+
+std::string event_line(const std::string& target, std::size_t payload_size) {
+  return R"({"type":"event","id":"big","correlation_id":"b-1","target":")" + target +
+         R"(","payload":")" + std::string(payload_size, 'x') + "\"}\n";
+}
+
+TEST(BrokerLimits, NdjsonLineOverLimitIsRefusedAndConnectionStaysUsable) {
+  TempDir dir;
+  BrokerProcess broker(dir, {.args = {"--max-message-size=64KiB"}});
+  Bystanders others(broker.socket_path());
+  Peer sender(broker.socket_path(), Framing::ndjson);
+  ASSERT_EQ(sender.register_name("sender").type, MessageType::response);
+
+  sender.send_bytes(event_line("ping", kLimit + 1000));
+  const auto reply = sender.receive();
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->type, MessageType::error);
+  EXPECT_NE(reply->error.find("too long"), std::string::npos) << reply->error;
+
+  // A line exactly at the limit is still accepted; framing resynchronised after the long one.
+  const std::string fits = event_line("ping", 10);
+  sender.send_bytes(fits);
+  const auto got = others.ping.receive();
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->source, "sender");
+  EXPECT_EQ(sender.call("RPCGetMessageCount").type, MessageType::response);
+  EXPECT_TRUE(others.exchange(1));
+}
+
+TEST(BrokerLimits, FiftyMebibyteLineIsDiscardedWithoutGrowingBrokerMemory) {
+  TempDir dir;
+  BrokerProcess broker(dir, {.args = {"--max-message-size=64KiB"}});
+  Bystanders others(broker.socket_path());
+  ASSERT_TRUE(others.exchange(0));
+  Peer sender(broker.socket_path(), Framing::ndjson);
+  ASSERT_EQ(sender.register_name("sender").type, MessageType::response);
+  const long before = rss_kib(broker.pid());
+  ASSERT_GT(before, 0);
+
+  constexpr std::size_t kLine = std::size_t{50} << 20U;
+  std::atomic<bool> sent{false};
+  std::jthread writer([&] {
+    sender.send_bytes(event_line("ping", kLine));
+    sent = true;
+  });
+  // Others are served while the long line streams in.
+  for (int round = 1; !sent && round < 100'000; ++round) {
+    ASSERT_TRUE(others.exchange(round));
+  }
+  writer.join();
+
+  const auto reply = sender.receive();
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->type, MessageType::error);
+  EXPECT_NE(reply->error.find("too long"), std::string::npos) << reply->error;
+  const long after = rss_kib(broker.pid());
+  EXPECT_LT(after - before, 16 * 1024) << "VmRSS grew from " << before << " KiB to " << after
+                                        << " KiB for a refused line of 50 MiB";
+  EXPECT_EQ(sender.call("RPCGetMessageCount").type, MessageType::response)
+      << "the connection must stay usable after a refused line";
+  EXPECT_FALSE(others.ping.receive(100ms).has_value()) << "the long line was delivered";
+  EXPECT_TRUE(others.exchange(-1));
+}
+
+TEST(BrokerLimits, BinaryFrameOverLimitIsRefusedAndConnectionClosed) {
+  TempDir dir;
+  BrokerProcess broker(dir, {.args = {"--max-message-size=64KiB"}});
+  Bystanders others(broker.socket_path());
+  Peer sender(broker.socket_path(), Framing::binary);
+  ASSERT_EQ(sender.register_name("sender").type, MessageType::response);
+
+  Message big = make_message(MessageType::event, "ping", "huge", "", "h-1");
+  big.payload = Payload::copy_of(std::string(kLimit + 1, 'x'));
+  big.encoding = PayloadEncoding::plain;
+  std::string frame;
+  ASSERT_TRUE(wire::encode_binary(big, frame).ok());
+  try {
+    sender.send_bytes(frame);
+  } catch (const HungUp&) {
+    // The broker may close before the whole payload is written; the reply is still readable.
+  }
+
+  const auto reply = sender.receive();
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->type, MessageType::error);
+  EXPECT_EQ(reply->id, "huge");
+  EXPECT_EQ(reply->correlation_id, "h-1");
+  EXPECT_NE(reply->error.find("too large"), std::string::npos) << reply->error;
+  EXPECT_TRUE(sender.wait_hang_up()) << "the connection must be closed";
+  EXPECT_FALSE(others.ping.receive(100ms).has_value());
+  EXPECT_TRUE(others.exchange(1));
+}
+
+TEST(BrokerMalformed, InvalidJsonLinesGetErrorRepliesAndConnectionStillWorks) {
+  TempDir dir;
+  BrokerProcess broker(dir, {});
+  Bystanders others(broker.socket_path());
+  Peer sender(broker.socket_path(), Framing::ndjson);
+  ASSERT_EQ(sender.register_name("sender").type, MessageType::response);
+
+  const std::string bad[] = {
+      "{not json}\n",
+      "[1,2,3]\n",
+      R"({"type":"bogus","id":"x","target":"ping"})" "\n",
+      "{\"type\":\"event\",\"id\":\"\xff\xfe\",\"target\":\"ping\"}\n",
+      R"({"type":"event","id":"cut","target":"ping","payload":{"a":})" "\n",
+  };
+  for (const auto& line : bad) {
+    sender.send_bytes(line);
+    const auto reply = sender.receive();
+    ASSERT_TRUE(reply.has_value()) << line;
+    EXPECT_EQ(reply->type, MessageType::error) << line;
+    EXPECT_FALSE(reply->error.empty());
+  }
+  sender.send(make_message(MessageType::event, "ping", "fine", R"({"ok":1})"));
+  const auto got = others.ping.receive();
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->id, "fine");
+  EXPECT_EQ(got->source, "sender");
+  EXPECT_TRUE(others.exchange(1));
+}
+
+TEST(BrokerMalformed, BadBinaryMagicClosesConnectionOthersUnaffected) {
+  TempDir dir;
+  BrokerProcess broker(dir, {});
+  Bystanders others(broker.socket_path());
+
+  Peer wrong_magic(broker.socket_path(), Framing::binary);
+  std::string header(128, '\0');
+  header[0] = 0x56;
+  header[1] = 0x33;  // not '2'
+  header[2] = 0x01;
+  wrong_magic.send_bytes(header);
+  const auto reply = wrong_magic.receive();
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->type, MessageType::error);
+  EXPECT_TRUE(wrong_magic.wait_hang_up());
+
+  // A first byte that selects no framing at all.
+  const int fd = try_connect(broker.socket_path());
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::send(fd, "HELLO\n", 6, MSG_NOSIGNAL), 6);
+  char buffer[4096];
+  ssize_t n = 0;
+  do {
+    pollfd p{fd, POLLIN, 0};
+    ASSERT_GT(::poll(&p, 1, static_cast<int>(kPatience.count())), 0);
+    n = ::read(fd, buffer, sizeof(buffer));
+  } while (n > 0);
+  ::close(fd);
+  EXPECT_TRUE(n == 0 || errno == ECONNRESET) << "the connection must be closed";
+
+  EXPECT_TRUE(broker.running());
+  EXPECT_TRUE(others.exchange(1));
+}
+
+TEST(BrokerSlowReceiver, NonReadingReceiverDoesNotStopAnotherAndSenderLearnsOfDrops) {
+  TempDir dir;
+  BrokerProcess broker(dir, {.args = {"--max-outgoing=256KiB", "--offer-policy=block"}});
+  Peer sender(broker.socket_path(), Framing::ndjson);
+  Peer fast(broker.socket_path(), Framing::binary);
+  Peer slow(broker.socket_path(), Framing::ndjson);
+  Peer observer(broker.socket_path(), Framing::ndjson);
+  ASSERT_EQ(sender.register_name("sender").type, MessageType::response);
+  ASSERT_EQ(fast.register_name("fast").type, MessageType::response);
+  ASSERT_EQ(slow.register_name("slow").type, MessageType::response);
+
+  constexpr int kEach = 3'000;
+  const std::string filler(1000, 'f');
+  std::atomic<int> fast_count{0};
+  std::atomic<bool> fast_in_order{true};
+  std::jthread fast_reader([&] {
+    while (fast_count < kEach) {
+      const auto got = fast.receive();
+      if (!got) {
+        return;
+      }
+      if (payload_json(*got)["seq"] != fast_count.load()) {
+        fast_in_order = false;
+      }
+      ++fast_count;
+    }
+  });
+  std::jthread writer([&] {
+    for (int i = 0; i < kEach; ++i) {
+      for (const char* target : {"slow", "fast"}) {
+        const std::string payload =
+            R"({"seq":)" + std::to_string(i) + R"(,"fill":")" + filler + "\"}";
+        sender.send(make_message(MessageType::event, target, "n", payload,
+                                 std::string(target) + "-" + std::to_string(i)));
+      }
+    }
+  });
+
+  // The sender reads its error replies while the broker reports the slow receiver's drops.
+  int errors = 0;
+  bool other_errors = false;
+  std::uint64_t slow_received = 0;
+  std::uint64_t slow_dropped = 0;
+  auto next_look = Clock::now();
+  const bool settled = wait_until([&] {
+    while (const auto reply = sender.receive(0ms)) {
+      ++errors;
+      if (reply->type != MessageType::error || reply->correlation_id.rfind("slow-", 0) != 0 ||
+          reply->error.find("not reading") == std::string::npos) {
+        other_errors = true;
+        ADD_FAILURE() << "unexpected reply: " << reply->correlation_id << " " << reply->error;
+      }
+    }
+    if (Clock::now() < next_look) {
+      return false;
+    }
+    next_look = Clock::now() + 50ms;
+    for (const json& process : payload_json(observer.call("RPCListProcesses"))["processes"]) {
+      if (process["names"] == json::array({"slow"})) {
+        slow_received = process["received"].get<std::uint64_t>();
+        slow_dropped = process["dropped_slow"].get<std::uint64_t>();
+      }
+    }
+    return fast_count == kEach && slow_received + slow_dropped == kEach &&
+           static_cast<std::uint64_t>(errors) == slow_dropped;
+  });
+  writer.join();
+  fast_reader.join();
+
+  EXPECT_TRUE(settled) << "fast=" << fast_count << " slow received=" << slow_received
+                       << " dropped=" << slow_dropped << " errors=" << errors;
+  EXPECT_EQ(fast_count, kEach) << "the reading receiver must get all of its messages";
+  EXPECT_TRUE(fast_in_order);
+  EXPECT_FALSE(other_errors);
+  EXPECT_GT(slow_dropped, 0U) << "the outgoing limit never applied";
+  EXPECT_EQ(static_cast<std::uint64_t>(errors), slow_dropped);
+
+  // What was queued for the slow receiver is still delivered, in order, and nothing more.
+  std::uint64_t slow_count = 0;
+  int last_seq = -1;
+  while (slow_count < slow_received) {
+    const auto got = slow.receive();
+    ASSERT_TRUE(got.has_value()) << "only " << slow_count << " of " << slow_received;
+    const int seq = payload_json(*got)["seq"].get<int>();
+    EXPECT_GT(seq, last_seq);
+    last_seq = seq;
+    ++slow_count;
+  }
+  EXPECT_FALSE(slow.receive(100ms).has_value());
+  EXPECT_EQ(slow_count + slow_dropped, static_cast<std::uint64_t>(kEach));
+}
+
+TEST(BrokerKilledReceiver, ReceiverKilledMidStreamLeavesBrokerServing) {
+  TempDir dir;
+  BrokerProcess broker(dir, {.args = {"--offer-policy=block"}});
+  Bystanders others(broker.socket_path());
+  Process victim = start_receiver_process(dir, broker.socket_path(), "victim");
+  Peer sender(broker.socket_path(), Framing::ndjson);
+  ASSERT_EQ(sender.register_name("sender").type, MessageType::response);
+
+  int sent = 0;
+  std::string last_error;
+  bool errors_before_kill = false;
+  const bool told = wait_until([&] {
+    for (int i = 0; i < 50; ++i, ++sent) {
+      sender.send(make_message(MessageType::event, "victim", "n", R"({"seq":)" +
+                                                                      std::to_string(sent) + "}",
+                               "v-" + std::to_string(sent)));
+      if (sent == 2'000) {
+        victim.kill_and_reap();
+      }
+    }
+    while (const auto reply = sender.receive(0ms)) {
+      errors_before_kill = errors_before_kill || victim.running();
+      last_error = reply->error;
+    }
+    return !last_error.empty();
+  });
+  ASSERT_TRUE(told) << "the sender was never told that its receiver is gone";
+  EXPECT_FALSE(errors_before_kill);
+  EXPECT_TRUE(last_error.find("unknown target") != std::string::npos ||
+              last_error.find("disconnected") != std::string::npos)
+      << last_error;
+  EXPECT_TRUE(broker.running());
+  EXPECT_TRUE(others.exchange(1));
+  for (const json& process : payload_json(sender.call("RPCListProcesses"))["processes"]) {
+    EXPECT_NE(process["names"], json::array({"victim"}));
+  }
+}
+
+}  // namespace
+}  // namespace v2::integration
