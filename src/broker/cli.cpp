@@ -107,7 +107,7 @@ std::string flag_for(const std::string& field) {
                                                             {"offer_timeout", "--offer-timeout"},
                                                             {"batch_size", "--batch-size"},
                                                             {"flush_interval", "--flush-interval"},
-                                                            {"tuning.nice", "--nice"},
+                                                            {"idle_spin", "--idle-spin"},            {"tuning.nice", "--nice"},
                                                             {"tuning.io_level", "--io-level"},
                                                             {"tuning.io_class", "--io-class"},
                                                             {"tuning.cpus", "--cpus"}};
@@ -147,6 +147,7 @@ int broker_main(int argc, char** argv) {
   std::string offer_timeout = "0";
   std::string flush_interval = "10ms";
   std::string stats_interval = "100ms";
+  std::string idle_spin = "50us";
   std::string cpus;
   std::string io_class = "realtime";
   std::string max_message = "50MiB";
@@ -184,6 +185,10 @@ int broker_main(int argc, char** argv) {
       ->check(duration_validator())
       ->capture_default_str();
   app.add_option("--stats-interval", stats_interval, "Period of the rate and latency figures")
+      ->check(duration_validator())
+      ->capture_default_str();
+  app.add_option("--idle-spin", idle_spin,
+                 "How long an idle worker polls before it sleeps; 0 = sleep at once")
       ->check(duration_validator())
       ->capture_default_str();
   app.add_option("--cpus", cpus, "CPUs for the workers, e.g. 2,3 or 4-7 (default: all allowed)");
@@ -249,6 +254,7 @@ int broker_main(int argc, char** argv) {
   options.optimizer.offer_timeout = *parse_duration(offer_timeout);
   options.optimizer.flush_interval = *parse_duration(flush_interval);
   options.optimizer.stats_interval = *parse_duration(stats_interval);
+  options.optimizer.idle_spin = *parse_duration(idle_spin);
   options.stats_log_interval =
       std::chrono::duration_cast<std::chrono::milliseconds>(*parse_duration(stats_log));
   options.shutdown_timeout =
