@@ -107,7 +107,8 @@ std::string flag_for(const std::string& field) {
                                                             {"offer_timeout", "--offer-timeout"},
                                                             {"batch_size", "--batch-size"},
                                                             {"flush_interval", "--flush-interval"},
-                                                            {"idle_spin", "--idle-spin"},            {"tuning.nice", "--nice"},
+                                                            {"idle_spin", "--idle-spin"},
+                                                            {"tuning.nice", "--nice"},
                                                             {"tuning.io_level", "--io-level"},
                                                             {"tuning.io_class", "--io-class"},
                                                             {"tuning.cpus", "--cpus"}};
@@ -236,7 +237,8 @@ int broker_main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
-    return app.exit(error);
+    // --help and --version exit 0; every refused setting exits 2, as below.
+    return app.exit(error) == 0 ? 0 : 2;
   }
 
   spdlog::set_default_logger(spdlog::stderr_color_mt("v2broker"));

@@ -5,19 +5,19 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
 #include <utility>
 
+#include "sys/error.hpp"
+
 namespace v2::broker {
 namespace {
 
-std::string errno_text(int error) {
-  const char* name = ::strerrorname_np(error);
-  return std::string(name != nullptr ? name : "E?") + " (" + std::strerror(error) + ")";
-}
+using sys::errno_text;
 
 [[noreturn]] void fail(const std::string& path, const std::string& what) {
   throw std::runtime_error("socket=" + path + ": " + what);
@@ -87,7 +87,9 @@ ListenSocket::ListenSocket(std::string path, mode_t mode, int backlog) : path_(s
   if (::chmod(path_.c_str(), mode) != 0) {
     const int error = errno;
     close();
-    fail(path_, "chmod mode=" + std::to_string(mode) + ": " + errno_text(error));
+    std::array<char, 8> octal{};
+    std::snprintf(octal.data(), octal.size(), "%04o", static_cast<unsigned>(mode));
+    fail(path_, std::string("chmod mode=") + octal.data() + ": " + errno_text(error));
   }
   if (::listen(fd_, backlog) != 0) {
     const int error = errno;

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <ctime>
 
+#include "sys/error.hpp"
+
 namespace v2::broker {
 namespace {
 
@@ -10,8 +12,7 @@ nlohmann::json outcome_json(TuningOutcome outcome, int error, const std::string&
   nlohmann::json j;
   j["outcome"] = std::string(to_string(outcome));
   if (error != 0) {
-    const char* name = ::strerrorname_np(error);
-    j["errno"] = name != nullptr ? name : std::to_string(error);
+    j["errno"] = sys::errno_name(error);
   }
   if (!detail.empty()) {
     j["detail"] = detail;

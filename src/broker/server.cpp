@@ -25,11 +25,14 @@
 #include "broker/listen_socket.hpp"
 #include "broker/registry.hpp"
 #include "broker/reports.hpp"
+#include "sys/error.hpp"
 #include "v2broker/optimizer.hpp"
 #include "v2broker/wire.hpp"
 
 namespace v2::broker {
 namespace {
+
+using sys::errno_text;
 
 using Clock = std::chrono::steady_clock;
 
@@ -43,11 +46,6 @@ constexpr std::uint64_t kSignalTag = 2;
 constexpr std::uint64_t kWakeTag = 3;
 constexpr std::uint64_t kFirstConnectionId = 16;
 constexpr std::size_t kMaxNameLength = 255;
-
-std::string errno_text(int error) {
-  const char* name = ::strerrorname_np(error);
-  return std::string(name != nullptr ? name : "E?") + " (" + std::strerror(error) + ")";
-}
 
 std::int64_t wall_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(

@@ -4,6 +4,10 @@
 
 namespace v2::sys {
 
+std::string errno_text(int error) {
+  return errno_name(error) + " (" + std::strerror(error) + ")";
+}
+
 std::string errno_name(int error) {
   if (const char* name = ::strerrorname_np(error); name != nullptr) {
     return name;

@@ -13,6 +13,9 @@ namespace v2::sys {
 /// "EACCES" for EACCES (strerrorname_np), "errno=N" for a value the C library does not name.
 [[nodiscard]] std::string errno_name(int error);
 
+/// "EACCES (Permission denied)": the name and the C library's description.
+[[nodiscard]] std::string errno_text(int error);
+
 /// A failed system call: its errno value and "call(key=value, ...): ENAME".
 struct SysError {
   int code = 0;
