@@ -221,8 +221,11 @@ EncodeResult encode(const Message& message, Framing framing, std::string& out,
 /// Error reply to `offending`, addressed to its source (the sender's registered name).
 [[nodiscard]] Message make_error_reply(const Message& offending, std::string text);
 
+/// The id of an error reply to input whose own id could not be read.
+inline constexpr std::string_view kProtocolErrorId = "protocol_error";
+
 /// Error reply to a message the decoder refused, addressed to `sender` (its registered name,
-/// or empty if it has none).
+/// or empty if it has none); its id is the refused message's, or kProtocolErrorId.
 [[nodiscard]] Message make_error_reply(const ProtocolError& error, std::string_view sender);
 
 }  // namespace v2::wire

@@ -311,9 +311,18 @@ class Server::Impl final : public Router {
     if (receiver.dead) {
       return;
     }
-    if (encode_into(receiver, message).ok()) {
-      (void)receiver.out.flush(receiver.fd());
+    if (auto status = encode_into(receiver, message); !status.ok()) {
+      // The reply itself does not fit this connection (a name too long for a binary field):
+      // say so in a reply that does, rather than leave the client waiting.
+      spdlog::warn("connection {}: reply id={} cannot be written: {}", receiver.id(), message.id,
+                   status.text);
+      const Message fallback = wire::make_error_reply(wire::kProtocolErrorId, {}, {},
+                                                      "reply cannot be written: " + status.text);
+      if (!encode_into(receiver, fallback).ok()) {
+        return;
+      }
     }
+    (void)receiver.out.flush(receiver.fd());
   }
 
   std::optional<Message> answer_call(const Message& call);
@@ -633,6 +642,14 @@ void Server::Impl::register_name(const std::shared_ptr<Connection>& connection,
   }
   if (const std::string problem = name_problem(name); !problem.empty()) {
     refuse(c, call, "RPCRegister: " + problem);
+    return;
+  }
+  if (c.framing.load(std::memory_order_relaxed) == wire::Framing::binary &&
+      name.size() > wire::kBinarySourceSize) {
+    refuse(c, call,
+           "RPCRegister: field=source length=" + std::to_string(name.size()) +
+               " max=" + std::to_string(wire::kBinarySourceSize) +
+               ": a binary connection's name must fit the frame's source field");
     return;
   }
   const bool owned = std::find(c.names().begin(), c.names().end(), name) != c.names().end();

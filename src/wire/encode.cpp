@@ -240,7 +240,9 @@ Message make_error_reply(const Message& offending, std::string text) {
 }
 
 Message make_error_reply(const ProtocolError& error, std::string_view sender) {
-  return make_error_reply(error.id, error.correlation_id, sender, error.text);
+  // Every message needs an id; input too broken to yield one is answered under a fixed one.
+  const std::string_view id = error.id.empty() ? kProtocolErrorId : std::string_view(error.id);
+  return make_error_reply(id, error.correlation_id, sender, error.text);
 }
 
 }  // namespace v2::wire

@@ -25,6 +25,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -33,8 +34,6 @@
 #include <thread>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "v2broker/message.hpp"
 #include "v2broker/payload.hpp"
@@ -132,8 +131,8 @@ class Process {
       args.push_back(const_cast<char*>(arg.c_str()));
     }
     args.push_back(nullptr);
-    const int rc = ::posix_spawn(&pid_, argv.front().c_str(), &actions, &attributes, args.data(),
-                                 environ);
+    const int rc =
+        ::posix_spawn(&pid_, argv.front().c_str(), &actions, &attributes, args.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attributes);
     if (rc != 0) {
@@ -143,8 +142,7 @@ class Process {
   }
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
-  Process(Process&& other) noexcept
-      : pid_(std::exchange(other.pid_, -1)), status_(other.status_) {}
+  Process(Process&& other) noexcept : pid_(std::exchange(other.pid_, -1)), status_(other.status_) {}
   Process& operator=(Process&& other) noexcept {
     if (this != &other) {
       kill_and_reap();
@@ -231,25 +229,45 @@ inline int try_connect(const std::string& path) {
   return fd;
 }
 
+/// How to start a BrokerProcess.
+struct BrokerOptions {
+  std::vector<std::string> args;    ///< extra flags
+  std::vector<std::string> prefix;  ///< a wrapper command (e.g. setpriv ...) before the binary
+  std::string socket_path;          ///< default: DIR/broker.sock
+  bool wait_ready = true;
+
+  BrokerOptions& with_args(std::vector<std::string> flags) {
+    args = std::move(flags);
+    return *this;
+  }
+  BrokerOptions& at_path(std::string path) {
+    socket_path = std::move(path);
+    return *this;
+  }
+  BrokerOptions& with_prefix(std::vector<std::string> command) {
+    prefix = std::move(command);
+    return *this;
+  }
+  /// Returns at once, without waiting for the socket (for brokers expected to fail).
+  BrokerOptions& no_wait() {
+    wait_ready = false;
+    return *this;
+  }
+};
+
 /// The v2broker binary running on a socket in a temporary directory, its log in that directory.
 class BrokerProcess {
  public:
-  struct Options {
-    std::vector<std::string> args;    ///< extra flags
-    std::vector<std::string> prefix;  ///< a wrapper command (e.g. setpriv ...) before the binary
-    std::string socket_path;          ///< default: DIR/broker.sock
-    bool wait_ready = true;
-  };
+  using Options = BrokerOptions;
 
-  BrokerProcess(const TempDir& dir, Options options)
-      : socket_path_(options.socket_path.empty() ? dir.file("broker.sock")
-                                                 : options.socket_path),
+  explicit BrokerProcess(const TempDir& dir, Options options = {})
+      : socket_path_(options.socket_path.empty() ? dir.file("broker.sock") : options.socket_path),
         log_path_(dir.file("broker" + std::to_string(next_index()) + ".log")) {
     std::vector<std::string> argv = options.prefix;
     argv.push_back(V2BROKER_PATH);
     argv.push_back("--socket=" + socket_path_);
     argv.insert(argv.end(), options.args.begin(), options.args.end());
-    process_ = Process(argv, log_path_, log_path_ + ".out");
+    process_ = Process(argv, log_path_ + ".out", log_path_);
     if (options.wait_ready) {
       wait_ready();
     }
@@ -275,7 +293,10 @@ class BrokerProcess {
 
   [[nodiscard]] const std::string& socket_path() const noexcept { return socket_path_; }
   [[nodiscard]] pid_t pid() const noexcept { return process_.pid(); }
-  [[nodiscard]] std::string log() const { return read_file(log_path_); }
+  /// What the broker wrote to stderr (its log), then to stdout.
+  [[nodiscard]] std::string log() const {
+    return read_file(log_path_) + read_file(log_path_ + ".out");
+  }
   Process& process() noexcept { return process_; }
   bool running() { return process_.running(); }
   void signal(int signo) const { process_.signal(signo); }
@@ -446,7 +467,8 @@ class Peer {
   }
 
   /// Calls a broker method and returns the reply (response or error).
-  Message call(std::string_view method, std::string_view payload_json = {}) {
+  Message call(std::string_view method, std::string_view payload_json = {},
+               std::chrono::milliseconds patience = kPatience) {
     Message request;
     request.type = MessageType::request;
     request.id = std::string(method);
@@ -456,12 +478,68 @@ class Peer {
       request.payload = Payload::copy_of(payload_json);
     }
     send(request);
-    return wait_for(request.correlation_id);
+    return wait_for(request.correlation_id, patience);
   }
 
   /// RPCRegister; returns the reply.
   Message register_name(std::string_view name) {
     return call("RPCRegister", R"({"name":")" + std::string(name) + R"("})");
+  }
+
+  /// The next NDJSON line parsed as JSON by nlohmann::json, bypassing the wire codec (for
+  /// replies the codec itself would refuse); nothing on timeout. Throws HungUp at end of stream.
+  /// Once used, read this peer only with receive_line() and call_line().
+  std::optional<nlohmann::json> receive_line(std::chrono::milliseconds patience = kPatience) {
+    if (framing_ != wire::Framing::ndjson || decoder_.buffered_bytes() != 0 || !inbox_.empty()) {
+      throw std::logic_error("receive_line needs an NDJSON peer with nothing decoded pending");
+    }
+    const auto deadline = Clock::now() + patience;
+    for (;;) {
+      if (const auto end = raw_.find('\n'); end != std::string::npos) {
+        std::string line = raw_.substr(0, end);
+        raw_.erase(0, end + 1);
+        return nlohmann::json::parse(line);
+      }
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      pollfd p{fd_, POLLIN, 0};
+      const int ready = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(0, left.count())));
+      if (ready < 0 && errno != EINTR) {
+        fail_errno("poll");
+      }
+      if (ready <= 0) {
+        if (Clock::now() >= deadline) {
+          return std::nullopt;
+        }
+        continue;
+      }
+      char chunk[64 * 1024];
+      const ssize_t n = ::read(fd_, chunk, sizeof(chunk));
+      if (n > 0) {
+        raw_.append(chunk, static_cast<std::size_t>(n));
+      } else if (n == 0 || errno == ECONNRESET) {
+        throw HungUp("read: the broker closed the connection");
+      } else if (errno != EINTR && errno != EAGAIN) {
+        fail_errno("read");
+      }
+    }
+  }
+
+  /// Calls a broker method and returns the reply line parsed by nlohmann::json (see
+  /// receive_line); lines that are not the reply are dropped.
+  nlohmann::json call_line(std::string_view method) {
+    const std::string correlation_id = next_correlation_id();
+    send_bytes(R"({"type":"request","target":"broker","id":")" + std::string(method) +
+               R"(","correlation_id":")" + correlation_id + "\"}\n");
+    for (;;) {
+      auto line = receive_line();
+      if (!line) {
+        throw std::runtime_error("no reply to " + std::string(method));
+      }
+      if (line->value("correlation_id", "") == correlation_id) {
+        return *line;
+      }
+    }
   }
 
   static std::string next_correlation_id() {
@@ -490,6 +568,7 @@ class Peer {
   wire::Framing framing_;
   wire::Decoder decoder_;
   std::deque<Message> inbox_;
+  std::string raw_;  // bytes read by receive_line()
 };
 
 /// A message of `type` from the caller to `target`.
@@ -528,6 +607,11 @@ inline nlohmann::json payload_json(const Message& message) {
     return nullptr;
   }
   return nlohmann::json::parse(message.payload.view());
+}
+
+/// The "processes" array of RPCListProcesses, called through `peer`.
+inline nlohmann::json list_processes(Peer& peer) {
+  return payload_json(peer.call("RPCListProcesses"))["processes"];
 }
 
 /// This test binary in its receiver mode (see main.cpp): registered as `name` once it returns.

@@ -1,10 +1,9 @@
 // The broker's own methods: each answers with the documented shape, and what it reports
 // agrees with what is observed from outside (peer processes, the kernel's view of the threads).
 
+#include <gtest/gtest.h>
 #include <sched.h>
 #include <sys/syscall.h>
-
-#include <gtest/gtest.h>
 
 #include <fstream>
 #include <regex>
@@ -52,9 +51,9 @@ std::vector<int> kernel_affinity(long tid) {
     return {-1};
   }
   std::vector<int> cpus;
-  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+  for (std::size_t cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
     if (CPU_ISSET(cpu, &set)) {
-      cpus.push_back(cpu);
+      cpus.push_back(static_cast<int>(cpu));
     }
   }
   return cpus;
@@ -70,12 +69,13 @@ std::string kernel_io_priority(long tid) {
   static const char* const kClasses[] = {"none", "realtime", "best-effort", "idle"};
   const long io_class = (value >> 13) & 0x7;
   const long level = value & 0x1fff;
-  return std::string(io_class < 4 ? kClasses[io_class] : "?") + "/" + std::to_string(level);
+  return std::string(io_class < 4 ? kClasses[static_cast<std::size_t>(io_class)] : "?") + "/" +
+         std::to_string(level);
 }
 
 TEST(BrokerCalls, MessageStatsCountWhatWasSentPerTypeAndPerProcess) {
   TempDir dir;
-  BrokerProcess broker(dir, {});
+  BrokerProcess broker(dir);
   Peer alice(broker.socket_path(), Framing::ndjson);
   Peer bob(broker.socket_path(), Framing::binary);
   Peer observer(broker.socket_path(), Framing::ndjson);
@@ -126,7 +126,7 @@ TEST(BrokerCalls, MessageStatsCountWhatWasSentPerTypeAndPerProcess) {
 
 TEST(BrokerCalls, MessageCountIsTheNumberOfMessagesRead) {
   TempDir dir;
-  BrokerProcess broker(dir, {});
+  BrokerProcess broker(dir);
   Peer peer(broker.socket_path(), Framing::binary);
   const json first = call_ok(peer, "RPCGetMessageCount");
   ASSERT_TRUE(first["count"].is_number_unsigned()) << first.dump();
@@ -137,12 +137,11 @@ TEST(BrokerCalls, MessageCountIsTheNumberOfMessagesRead) {
 
 TEST(BrokerCalls, KernelMetricsHaveTheOriginalFields) {
   TempDir dir;
-  BrokerProcess broker(dir, {.args = {"--workers=3"}});
+  BrokerProcess broker(dir, BrokerProcess::Options().with_args({"--workers=3"}));
   Peer peer(broker.socket_path(), Framing::ndjson);
   const json metrics = call_ok(peer, "RPCGetKernelMetrics");
-  for (const char* key :
-       {"p99_latency_ms", "buffer_saturation", "active_workers", "total_permits",
-        "allocated_permits", "available_permits", "message_rate", "error_rate"}) {
+  for (const char* key : {"p99_latency_ms", "buffer_saturation", "active_workers", "total_permits",
+                          "allocated_permits", "available_permits", "message_rate", "error_rate"}) {
     ASSERT_TRUE(metrics.contains(key)) << key << " missing in " << metrics.dump();
     EXPECT_TRUE(metrics[key].is_number()) << key;
     EXPECT_GE(metrics[key].get<double>(), 0.0) << key;
@@ -153,7 +152,7 @@ TEST(BrokerCalls, KernelMetricsHaveTheOriginalFields) {
 
 TEST(BrokerCalls, RegisterAnswersWithTheNameAndRefusesBadPayloads) {
   TempDir dir;
-  BrokerProcess broker(dir, {});
+  BrokerProcess broker(dir);
   Peer peer(broker.socket_path(), Framing::ndjson);
   const Message reply = peer.register_name("worker-1");
   EXPECT_EQ(reply.type, MessageType::response);
@@ -171,7 +170,7 @@ TEST(BrokerCalls, RegisterAnswersWithTheNameAndRefusesBadPayloads) {
 
 TEST(BrokerCalls, ListProcessesShowsNamesAndPeerPids) {
   TempDir dir;
-  BrokerProcess broker(dir, {});
+  BrokerProcess broker(dir);
   Process child = start_receiver_process(dir, broker.socket_path(), "child-proc");
   Peer self(broker.socket_path(), Framing::binary);
   self.register_name("self-a");
@@ -202,7 +201,7 @@ TEST(BrokerCalls, ListProcessesShowsNamesAndPeerPids) {
 
 TEST(BrokerCalls, TuningStatusAgreesWithTheKernel) {
   TempDir dir;
-  BrokerProcess broker(dir, {.args = {"--workers=2"}});
+  BrokerProcess broker(dir, BrokerProcess::Options().with_args({"--workers=2"}));
   Peer peer(broker.socket_path(), Framing::ndjson);
   const json status = call_ok(peer, "RPCGetTuningStatus");
   ASSERT_TRUE(status["threads"].is_array()) << status.dump();
@@ -241,7 +240,7 @@ TEST(BrokerCalls, TuningStatusAgreesWithTheKernel) {
 
 TEST(BrokerCalls, UnknownMethodGetsErrorReplyWithItsIdAndCorrelationId) {
   TempDir dir;
-  BrokerProcess broker(dir, {});
+  BrokerProcess broker(dir);
   for (const Framing framing : {Framing::ndjson, Framing::binary}) {
     Peer peer(broker.socket_path(), framing);
     peer.send(make_message(MessageType::request, "broker", "RPCNoSuchMethod", "", "m-1"));

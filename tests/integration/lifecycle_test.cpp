@@ -1,9 +1,8 @@
 // The daemon's life: its socket file (stale, live, wrong kind, too long, mode, removal), a
 // SIGTERM with messages in flight, and running without privileges.
 
-#include <sys/stat.h>
-
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <fstream>
@@ -48,26 +47,26 @@ TEST(BrokerSocketFile, StaleSocketFileIsReplaced) {
     ::close(fd);  // without unlink: nobody accepts on this file
   }
   ASSERT_TRUE(is_socket(path));
-  BrokerProcess broker(dir, {.socket_path = path});
+  BrokerProcess broker(dir, BrokerProcess::Options().at_path(path));
   EXPECT_TRUE(serves(path));
 }
 
 TEST(BrokerSocketFile, SocketOfKilledBrokerIsReplacedByTheNextOne) {
   TempDir dir;
   {
-    BrokerProcess first(dir, {});
+    BrokerProcess first(dir);
     first.signal(SIGKILL);
     first.process().wait();
   }
   ASSERT_TRUE(is_socket(dir.file("broker.sock"))) << "SIGKILL cannot remove the file";
-  BrokerProcess second(dir, {});
+  BrokerProcess second(dir);
   EXPECT_TRUE(serves(second.socket_path()));
 }
 
 TEST(BrokerSocketFile, SecondBrokerOnLivePathExitsWithClearMessage) {
   TempDir dir;
-  BrokerProcess first(dir, {});
-  BrokerProcess second(dir, {.wait_ready = false});
+  BrokerProcess first(dir);
+  BrokerProcess second(dir, BrokerProcess::Options().no_wait());
   EXPECT_NE(second.exit_code(), 0);
   EXPECT_NE(second.log().find("already listening"), std::string::npos) << second.log();
   EXPECT_TRUE(first.running());
@@ -78,7 +77,7 @@ TEST(BrokerSocketFile, RegularFileAtPathIsLeftIntact) {
   TempDir dir;
   const std::string path = dir.file("broker.sock");
   std::ofstream(path) << "precious data\n";
-  BrokerProcess broker(dir, {.socket_path = path, .wait_ready = false});
+  BrokerProcess broker(dir, BrokerProcess::Options().at_path(path).no_wait());
   EXPECT_NE(broker.exit_code(), 0);
   EXPECT_NE(broker.log().find("not a socket"), std::string::npos) << broker.log();
   EXPECT_EQ(read_file(path), "precious data\n");
@@ -89,7 +88,7 @@ TEST(BrokerSocketFile, PathLongerThan107BytesIsRefusedBeforeAnythingIsCreated) {
   std::string path = dir.path() + "/";
   path += std::string(108 - path.size(), 's');
   ASSERT_EQ(path.size(), 108U);
-  BrokerProcess broker(dir, {.socket_path = path, .wait_ready = false});
+  BrokerProcess broker(dir, BrokerProcess::Options().at_path(path).no_wait());
   EXPECT_NE(broker.exit_code(), 0);
   EXPECT_NE(broker.log().find("path length 108"), std::string::npos) << broker.log();
   EXPECT_FALSE(std::filesystem::exists(path));
@@ -102,15 +101,19 @@ TEST(BrokerSocketFile, ModeIs0600ByDefaultAndSocketModeIsHonoured) {
   TempDir dir;
   const mode_t old_mask = ::umask(022);  // must neither widen nor narrow the requested mode
   {
-    BrokerProcess broker(dir, {});
+    BrokerProcess broker(dir);
     EXPECT_EQ(permissions_of(broker.socket_path()), 0600U);
   }
   {
-    BrokerProcess broker(dir, {.args = {"--socket-mode=0666"}, .socket_path = dir.file("a.sock")});
+    BrokerProcess broker(
+        dir,
+        BrokerProcess::Options().with_args({"--socket-mode=0666"}).at_path(dir.file("a.sock")));
     EXPECT_EQ(permissions_of(broker.socket_path()), 0666U);
   }
   {
-    BrokerProcess broker(dir, {.args = {"--socket-mode=0640"}, .socket_path = dir.file("b.sock")});
+    BrokerProcess broker(
+        dir,
+        BrokerProcess::Options().with_args({"--socket-mode=0640"}).at_path(dir.file("b.sock")));
     EXPECT_EQ(permissions_of(broker.socket_path()), 0640U);
   }
   ::umask(old_mask);
@@ -118,16 +121,18 @@ TEST(BrokerSocketFile, ModeIs0600ByDefaultAndSocketModeIsHonoured) {
 
 TEST(BrokerSocketFile, SocketFileIsRemovedOnCleanExit) {
   TempDir dir;
-  BrokerProcess broker(dir, {});
-  ASSERT_TRUE(is_socket(broker.socket_path()));
-  broker.signal(SIGTERM);
-  EXPECT_EQ(broker.exit_code(), 0) << broker.log();
-  EXPECT_FALSE(std::filesystem::exists(broker.socket_path()));
+  for (const int signo : {SIGTERM, SIGINT}) {
+    BrokerProcess broker(dir);
+    ASSERT_TRUE(is_socket(broker.socket_path()));
+    broker.signal(signo);
+    EXPECT_EQ(broker.exit_code(), 0) << broker.log();
+    EXPECT_FALSE(std::filesystem::exists(broker.socket_path())) << "after " << sigabbrev_np(signo);
+  }
 }
 
 TEST(BrokerShutdown, SigtermDeliversEveryAcceptedMessageAndExitsZero) {
   TempDir dir;
-  BrokerProcess broker(dir, {.args = {"--offer-policy=block"}});
+  BrokerProcess broker(dir, BrokerProcess::Options().with_args({"--offer-policy=block"}));
   Peer sender(broker.socket_path(), Framing::ndjson);
   Peer receiver(broker.socket_path(), Framing::binary);
   ASSERT_EQ(sender.register_name("sender").type, MessageType::response);
@@ -182,9 +187,38 @@ TEST(BrokerShutdown, SigtermDeliversEveryAcceptedMessageAndExitsZero) {
   std::smatch match;
   ASSERT_TRUE(std::regex_search(log, match, std::regex(R"(stopped: received=(\d+))"))) << log;
   const int accepted = std::stoi(match[1]) - 2 - errors;
+  RecordProperty("written", written.load());
+  RecordProperty("accepted", accepted);
   EXPECT_TRUE(receiver_saw_end);
   EXPECT_TRUE(in_order);
   EXPECT_EQ(received, accepted) << "written=" << written << "; log:\n" << log;
+  EXPECT_FALSE(std::filesystem::exists(broker.socket_path()));
+}
+
+TEST(BrokerShutdown, ReceiverThatNeverReadsDoesNotHoldShutdownPastTheTimeout) {
+  TempDir dir;
+  BrokerProcess broker(dir, BrokerProcess::Options().with_args({"--shutdown-timeout=300ms"}));
+  Peer sender(broker.socket_path(), Framing::ndjson);
+  Peer stuck(broker.socket_path(), Framing::ndjson);
+  ASSERT_EQ(sender.register_name("sender").type, MessageType::response);
+  ASSERT_EQ(stuck.register_name("stuck").type, MessageType::response);
+
+  // More than the socket buffers hold, so part of it waits in the broker.
+  const std::string payload = R"({"fill":")" + std::string(8000, 'f') + "\"}";
+  for (int i = 0; i < 500; ++i) {
+    sender.send(make_message(MessageType::event, "stuck", "n", payload));
+  }
+  ASSERT_TRUE(wait_until([&] {
+    for (const json& process : list_processes(sender)) {
+      if (process["names"] == json::array({"stuck"})) {
+        return process["received"] == 500;
+      }
+    }
+    return false;
+  }));
+  broker.signal(SIGTERM);
+  EXPECT_EQ(broker.exit_code(), 0) << broker.log();
+  EXPECT_NE(broker.log().find("did not take their messages"), std::string::npos) << broker.log();
   EXPECT_FALSE(std::filesystem::exists(broker.socket_path()));
 }
 
@@ -198,8 +232,9 @@ TEST(BrokerUnprivileged, RunsAsNobodyReportsWhatWasNotAppliedAndStillRoutes) {
   TempDir dir;
   ASSERT_EQ(::chown(dir.path().c_str(), 65534, 65534), 0);
   BrokerProcess broker(
-      dir, {.prefix = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                       "--inh-caps=-all", "--bounding-set=-all", "--"}});
+      dir, BrokerProcess::Options().with_prefix({"/usr/bin/setpriv", "--reuid=65534",
+                                                 "--regid=65534", "--clear-groups",
+                                                 "--inh-caps=-all", "--bounding-set=-all", "--"}));
 
   const std::string proc_status = read_file("/proc/" + std::to_string(broker.pid()) + "/status");
   EXPECT_NE(proc_status.find("CapEff:\t0000000000000000"), std::string::npos) << proc_status;

@@ -4,9 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <memory>
 #include <random>
 #include <string>
-#include <memory>
 #include <thread>
 #include <vector>
 
@@ -37,7 +37,7 @@ std::string random_bytes(std::size_t size, unsigned seed) {
 
 TEST(BrokerRouting, NdjsonEventReachesNdjsonReceiverWithPayloadBytesIntact) {
   TempDir dir;
-  BrokerProcess broker(dir, {});
+  BrokerProcess broker(dir);
   Peer alice(broker.socket_path(), Framing::ndjson);
   Peer bob(broker.socket_path(), Framing::ndjson);
   registered_ok(alice, "alice");
@@ -60,7 +60,7 @@ TEST(BrokerRouting, NdjsonEventReachesNdjsonReceiverWithPayloadBytesIntact) {
 
 TEST(BrokerRouting, RequestAndResponseRoundTripBetweenTwoProcesses) {
   TempDir dir;
-  BrokerProcess broker(dir, {});
+  BrokerProcess broker(dir);
   Peer client(broker.socket_path(), Framing::ndjson);
   Peer service(broker.socket_path(), Framing::binary);
   registered_ok(client, "client");
@@ -72,9 +72,8 @@ TEST(BrokerRouting, RequestAndResponseRoundTripBetweenTwoProcesses) {
   ASSERT_EQ(request->type, MessageType::request);
   EXPECT_EQ(request->source, "client");
 
-  service.send(
-      make_message(MessageType::response, request->source, request->id, R"({"sum":3})",
-                   request->correlation_id));
+  service.send(make_message(MessageType::response, request->source, request->id, R"({"sum":3})",
+                            request->correlation_id));
   const auto response = client.receive();
   ASSERT_TRUE(response.has_value());
   EXPECT_EQ(response->type, MessageType::response);
@@ -86,7 +85,7 @@ TEST(BrokerRouting, RequestAndResponseRoundTripBetweenTwoProcesses) {
 
 TEST(BrokerRouting, BinaryFramesReachBinaryReceiverWithPayloadBytesIntact) {
   TempDir dir;
-  BrokerProcess broker(dir, {});
+  BrokerProcess broker(dir);
   Peer alice(broker.socket_path(), Framing::binary);
   Peer bob(broker.socket_path(), Framing::binary);
   registered_ok(alice, "alice");
@@ -112,7 +111,7 @@ TEST(BrokerRouting, BinaryFramesReachBinaryReceiverWithPayloadBytesIntact) {
 
 TEST(BrokerRouting, BinaryFrameBuiltByHandIsRoutedAndAnsweredInBinary) {
   TempDir dir;
-  BrokerProcess broker(dir, {});
+  BrokerProcess broker(dir);
   Peer bob(broker.socket_path(), Framing::ndjson);
   registered_ok(bob, "bob");
 
@@ -178,7 +177,7 @@ TEST(BrokerRouting, BinaryFrameBuiltByHandIsRoutedAndAnsweredInBinary) {
 
 TEST(BrokerRouting, NdjsonSenderToBinaryReceiverKeepsRawJsonPayload) {
   TempDir dir;
-  BrokerProcess broker(dir, {});
+  BrokerProcess broker(dir);
   Peer text(broker.socket_path(), Framing::ndjson);
   Peer binary(broker.socket_path(), Framing::binary);
   registered_ok(text, "text");
@@ -200,7 +199,7 @@ TEST(BrokerRouting, NdjsonSenderToBinaryReceiverKeepsRawJsonPayload) {
 
 TEST(BrokerRouting, BinarySenderToNdjsonReceiverKeepsJsonAndConvertsPlain) {
   TempDir dir;
-  BrokerProcess broker(dir, {});
+  BrokerProcess broker(dir);
   Peer binary(broker.socket_path(), Framing::binary);
   Peer text(broker.socket_path(), Framing::ndjson);
   registered_ok(binary, "binary");
@@ -226,7 +225,7 @@ TEST(BrokerRouting, BinarySenderToNdjsonReceiverKeepsJsonAndConvertsPlain) {
 
 TEST(BrokerRouting, GobPayloadForNdjsonReceiverIsRefusedWithErrorReply) {
   TempDir dir;
-  BrokerProcess broker(dir, {});
+  BrokerProcess broker(dir);
   Peer binary(broker.socket_path(), Framing::binary);
   Peer text(broker.socket_path(), Framing::ndjson);
   registered_ok(binary, "binary");
@@ -248,7 +247,7 @@ TEST(BrokerRouting, GobPayloadForNdjsonReceiverIsRefusedWithErrorReply) {
 
 TEST(BrokerOrder, TenThousandMessagesFromOneSenderArriveInOrder) {
   TempDir dir;
-  BrokerProcess broker(dir, {.args = {"--offer-policy=block"}});
+  BrokerProcess broker(dir, BrokerProcess::Options().with_args({"--offer-policy=block"}));
   Peer sender(broker.socket_path(), Framing::ndjson);
   Peer receiver(broker.socket_path(), Framing::ndjson);
   registered_ok(sender, "sender");
@@ -276,7 +275,7 @@ TEST(BrokerOrder, TenThousandMessagesFromOneSenderArriveInOrder) {
 
 TEST(BrokerOrder, InterleavedSendersEachKeepTheirOrder) {
   TempDir dir;
-  BrokerProcess broker(dir, {.args = {"--offer-policy=block"}});
+  BrokerProcess broker(dir, BrokerProcess::Options().with_args({"--offer-policy=block"}));
   Peer receiver(broker.socket_path(), Framing::ndjson);
   registered_ok(receiver, "receiver");
 
@@ -320,7 +319,7 @@ TEST(BrokerOrder, InterleavedSendersEachKeepTheirOrder) {
 
 TEST(BrokerRouting, UnknownTargetGetsErrorReplyWithIdAndCorrelationId) {
   TempDir dir;
-  BrokerProcess broker(dir, {});
+  BrokerProcess broker(dir);
   for (const Framing framing : {Framing::ndjson, Framing::binary}) {
     Peer sender(broker.socket_path(), framing);
     const std::string name = "sender-" + std::string(wire::to_string(framing));
@@ -340,7 +339,7 @@ TEST(BrokerRouting, UnknownTargetGetsErrorReplyWithIdAndCorrelationId) {
 
 TEST(BrokerRegistration, NameHeldByLiveConnectionIsRefused) {
   TempDir dir;
-  BrokerProcess broker(dir, {});
+  BrokerProcess broker(dir);
   Peer first(broker.socket_path(), Framing::ndjson);
   Peer second(broker.socket_path(), Framing::binary);
 
@@ -367,7 +366,7 @@ TEST(BrokerRegistration, NameHeldByLiveConnectionIsRefused) {
 
 TEST(BrokerRegistration, NameFreedWhenHolderDiesAndMessagesReachOnlyTheNewHolder) {
   TempDir dir;
-  BrokerProcess broker(dir, {});
+  BrokerProcess broker(dir);
   Process old_holder = start_receiver_process(dir, broker.socket_path(), "svc");
   Peer next_holder(broker.socket_path(), Framing::ndjson);
   Peer sender(broker.socket_path(), Framing::ndjson);
@@ -387,9 +386,8 @@ TEST(BrokerRegistration, NameFreedWhenHolderDiesAndMessagesReachOnlyTheNewHolder
   EXPECT_EQ(got->source, "sender");
   EXPECT_FALSE(sender.receive(200ms).has_value()) << "no error reply expected";
 
-  const Message list = sender.call("RPCListProcesses");
   int holders = 0;
-  for (const auto& process : payload_json(list)["processes"]) {
+  for (const auto& process : list_processes(sender)) {
     for (const auto& name : process["names"]) {
       holders += name == "svc" ? 1 : 0;
     }
@@ -400,7 +398,7 @@ TEST(BrokerRegistration, NameFreedWhenHolderDiesAndMessagesReachOnlyTheNewHolder
 
 TEST(BrokerSource, ClientCannotSendAsAnotherName) {
   TempDir dir;
-  BrokerProcess broker(dir, {});
+  BrokerProcess broker(dir);
   Peer alice(broker.socket_path(), Framing::ndjson);
   Peer bob(broker.socket_path(), Framing::ndjson);
   Peer carol(broker.socket_path(), Framing::binary);
@@ -436,7 +434,7 @@ TEST(BrokerSource, ClientCannotSendAsAnotherName) {
 
 TEST(BrokerSource, UnregisteredClientCannotSendButCanCallTheBroker) {
   TempDir dir;
-  BrokerProcess broker(dir, {});
+  BrokerProcess broker(dir);
   Peer carol(broker.socket_path(), Framing::ndjson);
   registered_ok(carol, "carol");
   for (const Framing framing : {Framing::ndjson, Framing::binary}) {

@@ -31,7 +31,7 @@ int run(const TempDir& dir, const std::vector<std::string>& argv, std::string& o
 
 bool is_registered(const std::string& socket_path, const std::string& name) {
   Peer peer(socket_path, Framing::ndjson);
-  for (const json& process : payload_json(peer.call("RPCListProcesses"))["processes"]) {
+  for (const json& process : list_processes(peer)) {
     for (const json& held : process["names"]) {
       if (held == name) {
         return true;
@@ -47,7 +47,7 @@ TEST(BrokerTools, V2ctlListenSendCallStatsAndStatus) {
 #else
   const std::string v2ctl = V2CTL_PATH;
   TempDir dir;
-  BrokerProcess broker(dir, {});
+  BrokerProcess broker(dir);
   const std::string socket = "--socket=" + broker.socket_path();
 
   const std::string listen_out = dir.file("listen.out");
@@ -57,13 +57,15 @@ TEST(BrokerTools, V2ctlListenSendCallStatsAndStatus) {
 
   std::string out;
   std::string err;
-  EXPECT_EQ(run(dir, {v2ctl, socket, "send", "--to", "listener", "--id", "greet", "--as", "ctl",
-                      "--payload", R"({"a": [1, 2]})"},
+  EXPECT_EQ(run(dir,
+                {v2ctl, socket, "send", "--to", "listener", "--id", "greet", "--as", "ctl",
+                 "--payload", R"({"a": [1, 2]})"},
                 out, &err),
             0)
       << err;
-  EXPECT_EQ(run(dir, {v2ctl, socket, "--framing", "binary", "send", "--to", "listener", "--id",
-                      "greet-binary", "--payload", R"({"b":true})"},
+  EXPECT_EQ(run(dir,
+                {v2ctl, socket, "--framing", "binary", "send", "--to", "listener", "--id",
+                 "greet-binary", "--payload", R"({"b":true})"},
                 out, &err),
             0)
       << err;
@@ -88,9 +90,10 @@ TEST(BrokerTools, V2ctlListenSendCallStatsAndStatus) {
 
   ASSERT_EQ(run(dir, {v2ctl, socket, "call", "RPCListProcesses", "--json"}, out, &err), 0) << err;
   bool listed = false;
-  for (const json& process : json::parse(out)["processes"]) {
-    listed = listed || (process["names"] == json::array({"listener"}) &&
-                        process["pid"] == listener.pid());
+  const json processes = json::parse(out)["processes"];
+  for (const json& process : processes) {
+    listed = listed ||
+             (process["names"] == json::array({"listener"}) && process["pid"] == listener.pid());
   }
   EXPECT_TRUE(listed) << out;
 
@@ -109,8 +112,7 @@ TEST(BrokerTools, V2ctlListenSendCallStatsAndStatus) {
   EXPECT_EQ(run(dir, {v2ctl, socket, "send", "--to", "nobody", "--wait"}, out, &err), 1) << err;
   EXPECT_EQ(json::parse(out)["type"], "error") << out;
   EXPECT_EQ(run(dir, {v2ctl, socket, "call", "RPCNoSuchMethod"}, out, &err), 1) << err;
-  EXPECT_EQ(run(dir, {v2ctl, "--socket=" + dir.file("none.sock"), "stats"}, out, &err), 3)
-      << err;
+  EXPECT_EQ(run(dir, {v2ctl, "--socket=" + dir.file("none.sock"), "stats"}, out, &err), 3) << err;
 
   listener.signal(SIGTERM);
   EXPECT_EQ(listener.exit_code(), 0) << read_file(listen_out + ".err");
@@ -127,17 +129,18 @@ TEST(BrokerTools, PythonExampleServesAndCallsThroughTheBroker) {
     GTEST_SKIP() << "the Python example " << example << " does not exist";
   }
   TempDir dir;
-  BrokerProcess broker(dir, {});
+  BrokerProcess broker(dir);
   const std::string serve_out = dir.file("serve.out");
-  Process server({python, example, "--socket", broker.socket_path(), "--serve", "echo"},
-                 serve_out, serve_out + ".err");
+  Process server({python, example, "--socket", broker.socket_path(), "--serve", "echo"}, serve_out,
+                 serve_out + ".err");
   ASSERT_TRUE(wait_until([&] { return is_registered(broker.socket_path(), "echo"); }))
       << read_file(serve_out + ".err");
 
   std::string out;
   std::string err;
-  ASSERT_EQ(run(dir, {python, example, "--socket", broker.socket_path(), "--service", "echo",
-                      "--name", "caller", "--payload", R"({"hello": "world", "n": [1, 2]})"},
+  ASSERT_EQ(run(dir,
+                {python, example, "--socket", broker.socket_path(), "--service", "echo", "--name",
+                 "caller", "--payload", R"({"hello": "world", "n": [1, 2]})"},
                 out, &err),
             0)
       << err;
@@ -160,8 +163,8 @@ TEST(BrokerTools, PythonExampleServesAndCallsThroughTheBroker) {
                 out, &err),
             1)
       << err;
-  EXPECT_EQ(run(dir, {python, example, "--socket", dir.file("none.sock"), "--service", "echo"},
-                out, &err),
+  EXPECT_EQ(run(dir, {python, example, "--socket", dir.file("none.sock"), "--service", "echo"}, out,
+                &err),
             2)
       << err;
 
