@@ -328,49 +328,55 @@ class Optimizer::Impl {
     shard.size_hint.store(shard.ring.size(), std::memory_order_release);
   }
 
-  // drop_oldest with a full queue: with every shard locked (in index order, so producers
-  // cannot deadlock), evict the oldest queued message and queue the new one in one step.
+  // drop_oldest with a full queue: evict the oldest queued message and queue the new one in
+  // one step.
   OfferResult offer_evicting(Message&& message, std::size_t index, Clock::time_point enqueued) {
     for (;;) {
-      std::optional<Message> victim;
-      bool reserved = false;
-      bool closed = false;
-      for (auto& shard : shards_) {
-        shard->mutex.lock();
-      }
-      Shard& own = *shards_[index];
-      if (own.closed) {
-        closed = true;
-      } else if ((reserved = try_reserve())) {
-        push_locked(own, std::move(message), enqueued);
-      } else if (Shard* oldest = find_oldest_locked(); oldest != nullptr) {
-        victim.emplace(oldest->ring.pop_front().message);
-        oldest->evicted.add(1);
-        oldest->size_hint.store(oldest->ring.size(), std::memory_order_relaxed);
-        push_locked(own, std::move(message), enqueued);
-      }
-      const bool wake_worker = own.wake_at != 0 && own.ring.size() >= own.wake_at;
-      for (auto it = shards_.rbegin(); it != shards_.rend(); ++it) {
-        (*it)->mutex.unlock();
-      }
-
-      if (closed) {
-        own.refused_stopped.fetch_add(1, std::memory_order_relaxed);
-        return OfferResult::stopped;
-      }
-      if (reserved || victim) {
-        if (wake_worker) {
-          own.wake.notify_one();
-        }
-        if (victim) {
-          router_.dropped(*victim, DropReason::evicted);
-          return OfferResult::accepted_evicted;
-        }
-        return OfferResult::accepted;
+      if (const auto result = try_evicting(message, index, enqueued)) {
+        return *result;
       }
       // Every unit of capacity is reserved by producers that have not pushed yet: let them.
       std::this_thread::yield();
     }
+  }
+
+  // One attempt, with every shard locked (in index order, so producers cannot deadlock).
+  // Moves from `message` only when it returns an accepted result; nullopt means try again.
+  std::optional<OfferResult> try_evicting(Message& message, std::size_t index,
+                                          Clock::time_point enqueued) {
+    std::optional<Message> victim;
+    std::optional<OfferResult> result;
+    for (auto& shard : shards_) {
+      shard->mutex.lock();
+    }
+    Shard& own = *shards_[index];
+    if (own.closed) {
+      result = OfferResult::stopped;
+    } else if (try_reserve()) {
+      push_locked(own, std::move(message), enqueued);
+      result = OfferResult::accepted;
+    } else if (Shard* oldest = find_oldest_locked(); oldest != nullptr) {
+      victim.emplace(oldest->ring.pop_front().message);
+      oldest->evicted.add(1);
+      oldest->size_hint.store(oldest->ring.size(), std::memory_order_relaxed);
+      push_locked(own, std::move(message), enqueued);
+      result = OfferResult::accepted_evicted;
+    }
+    const bool wake_worker = own.wake_at != 0 && own.ring.size() >= own.wake_at;
+    for (auto it = shards_.rbegin(); it != shards_.rend(); ++it) {
+      (*it)->mutex.unlock();
+    }
+
+    if (result == OfferResult::stopped) {
+      own.refused_stopped.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (wake_worker) {
+      own.wake.notify_one();
+    }
+    if (victim) {
+      router_.dropped(*victim, DropReason::evicted);
+    }
+    return result;
   }
 
   Shard* find_oldest_locked() noexcept {
@@ -688,7 +694,7 @@ MetricsSnapshot Optimizer::Impl::metrics() const {
     snapshot.workers[i].queued = shard.ring.size();
   }
   for (std::size_t i = 0; i < workers_.size(); ++i) {
-    snapshot.workers[i].routed = workers_[i]->routed.read();
+    snapshot.workers[i].routed = workers_[i]->routed.read();  // NOLINT(modernize-loop-convert)
     snapshot.routed += snapshot.workers[i].routed;
   }
   for (auto it = shards_.rbegin(); it != shards_.rend(); ++it) {

@@ -94,7 +94,7 @@ Payload Payload::slice(std::size_t offset, std::size_t length) const noexcept {
     return {};
   }
   block_->acquire();
-  return Payload(block_, data_ + offset, length);
+  return {block_, data_ + offset, length};
 }
 
 std::uint32_t Payload::approx_use_count() const noexcept {
