@@ -473,7 +473,10 @@ int run(int argc, char** argv) {
   listen->add_option("NAME", listen_name, "name to register")->required();
 
   SendOptions send_options;
-  CLI::App* send = app.add_subcommand("send", "Send one message to a registered process.");
+  CLI::App* send = app.add_subcommand(
+      "send",
+      "Send one message to a registered process. Without --wait it returns once the message is "
+      "written, so an error reply (unknown target, ...) is not seen; use --wait to get it.");
   send->add_option("--to", send_options.to, "target's registered name")->required();
   send->add_option("--type", send_options.type,
                    "message type (default: request with --wait, event without)")

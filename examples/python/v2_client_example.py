@@ -110,7 +110,13 @@ def serve(connection, name):
     print(f"serving as {name!r} on {connection.path}; Ctrl-C to stop", file=sys.stderr,
           flush=True)
     while True:
-        message = connection.receive()
+        try:
+            message = connection.receive()
+        except (ValueError, RecursionError) as error:
+            # A peer may send JSON nested deeper than Python's decoder goes; keep serving.
+            print(f"skipped a message that cannot be decoded: {error}", file=sys.stderr,
+                  flush=True)
+            continue
         if message.get("type") != "request":
             print(f"ignored {message.get('type')} id={message.get('id')!r} from "
                   f"{message.get('source')!r}", file=sys.stderr, flush=True)

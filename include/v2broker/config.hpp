@@ -66,6 +66,10 @@ struct OptimizerConfig {
   TuningConfig tuning;
 };
 
+/// Largest accepted buffer_capacity and worker count.
+inline constexpr std::size_t kMaxBufferCapacity = std::size_t{1} << 24U;
+inline constexpr std::size_t kMaxWorkers = 1024;
+
 /// One rejected setting: which field, the value given, and why it is refused.
 struct ConfigIssue {
   std::string field;

@@ -45,10 +45,19 @@ int run_check(const BrokerOptions& options, std::ostream& out) {
   out << "  cap_sys_admin:  effective=" << yes_no(caps.sys_admin_effective)
       << " permitted=" << yes_no(caps.sys_admin_permitted)
       << " bounding=" << yes_no(caps.sys_admin_bounding) << "\n";
+  const bool capable = caps.sys_nice_effective && caps.sys_admin_effective;
   out << "  no_new_privs:   " << yes_no(caps.no_new_privs)
-      << (caps.no_new_privs ? " (file capabilities set with setcap are ignored)" : "") << "\n";
-  out << "  RLIMIT_NICE:    " << caps.nice_rlimit << " (unprivileged floor: nice "
-      << caps.rlimit_nice_floor() << ")\n\n";
+      << (caps.no_new_privs && !capable
+              ? " (so capabilities set on the binary with setcap are not gained at exec)"
+              : "")
+      << "\n";
+  out << "  RLIMIT_NICE:    " << caps.nice_rlimit;
+  if (caps.rlimit_nice_floor() >= 20) {
+    out << " (lets no thread lower its nice value without cap_sys_nice)\n\n";
+  } else {
+    out << " (lets any thread lower its nice value down to " << caps.rlimit_nice_floor()
+        << ")\n\n";
+  }
 
   std::optional<int> cpu;
   if (tuning.pin_workers) {

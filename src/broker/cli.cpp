@@ -2,6 +2,7 @@
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -133,12 +134,37 @@ CLI::Validator size_validator() {
       "SIZE");
 }
 
+// Every connection is a descriptor: raise the soft limit to the hard one (allowed without
+// privilege) and say so when max_connections still cannot be reached.
+void raise_open_files_limit(std::size_t max_connections) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    return;
+  }
+  if (limit.rlim_cur < limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+      limit = raised;
+    }
+  }
+  constexpr rlim_t kReserved = 64;  // listener, epoll, signals, logs, spare
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < max_connections + kReserved) {
+    spdlog::warn("open files limit {} allows about {} connections, below --max-connections={}; "
+                 "raise it (ulimit -n, systemd LimitNOFILE=)",
+                 limit.rlim_cur, limit.rlim_cur > kReserved ? limit.rlim_cur - kReserved : 0,
+                 max_connections);
+  }
+}
+
 }  // namespace
 
 int broker_main(int argc, char** argv) {
   CLI::App app{"v2broker: low-latency local message broker over a Unix socket"};
   app.set_version_flag("--version", std::string("v2broker ") + std::string(kVersion));
-  app.set_config("--config", "", "Read settings from a TOML/INI file (keys are the long flags)");
+  app.set_config("--config", "",
+                 "Read settings from a file of `key = value` lines (keys are the long flags)");
+  app.allow_config_extras(false);  // a misspelt key is an error, not a silent default
   app.get_formatter()->column_width(34);
 
   const OptimizerConfig defaults;
@@ -168,9 +194,11 @@ int broker_main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--workers", options.optimizer.workers,
                  "Worker threads; 0 = one per allowed CPU, at least 4")
+      ->check(CLI::Range(std::size_t{0}, kMaxWorkers))
       ->capture_default_str();
   app.add_option("--buffer-cap", options.optimizer.buffer_capacity,
                  "Messages queued at most, over all workers")
+      ->check(CLI::Range(std::size_t{1}, kMaxBufferCapacity))
       ->capture_default_str();
   app.add_option("--offer-policy", offer_policy,
                  "When the queue is full: drop, block, timeout, "
@@ -180,6 +208,7 @@ int broker_main(int argc, char** argv) {
       ->check(duration_validator())
       ->capture_default_str();
   app.add_option("--batch-size", options.optimizer.batch_size, "Messages a worker takes at once")
+      ->check(CLI::Range(std::size_t{1}, kMaxBufferCapacity))
       ->capture_default_str();
   app.add_option("--flush-interval", flush_interval,
                  "Longest wait to fill a batch, from its first message")
@@ -214,11 +243,11 @@ int broker_main(int argc, char** argv) {
       ->check(CLI::IsMember({"drop", "disconnect"}))
       ->capture_default_str();
   app.add_option("--max-connections", options.max_connections, "Connections at most")
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20U))
       ->capture_default_str();
   app.add_option("--max-names", options.max_names_per_connection,
                  "Names one connection may register")
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Range(std::size_t{1}, std::size_t{4096}))
       ->capture_default_str();
   app.add_option("--stats-log-interval", stats_log, "Period of the one-line stats log; 0 = off")
       ->check(duration_validator())
@@ -266,6 +295,9 @@ int broker_main(int argc, char** argv) {
   if (options.max_message_size == 0) {
     problems.push_back("--max-message-size=0: must be at least 1 byte");
   }
+  if (options.max_outgoing_bytes == 0) {
+    problems.push_back("--max-outgoing=0: must be at least 1 byte");
+  }
   options.slow_receiver =
       slow_receiver == "disconnect" ? SlowReceiverPolicy::disconnect : SlowReceiverPolicy::drop;
   if (!cpus.empty()) {
@@ -312,6 +344,7 @@ int broker_main(int argc, char** argv) {
 
   try {
     block_signals();
+    raise_open_files_limit(options.max_connections);
     Server server(options);
     spdlog::info("v2broker {} listening on {} (mode {}), {} workers, policy {}", kVersion,
                  server.socket_path(), socket_mode, resolved_worker_count(options.optimizer),

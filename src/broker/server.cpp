@@ -1,6 +1,7 @@
 #include "broker/server.hpp"
 
 #include <spdlog/spdlog.h>
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
@@ -105,6 +106,7 @@ void block_signals() {
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
   if (const int rc = ::pthread_sigmask(SIG_BLOCK, &set, nullptr); rc != 0) {
     throw std::runtime_error("pthread_sigmask: " + errno_text(rc));
   }
@@ -129,10 +131,12 @@ class Server::Impl final : public Router {
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     signal_fd_ = ::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (signal_fd_ < 0) {
       throw std::runtime_error("signalfd: " + errno_text(errno));
     }
+    spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (wake_fd_ < 0) {
       throw std::runtime_error("eventfd: " + errno_text(errno));
@@ -150,6 +154,9 @@ class Server::Impl final : public Router {
 
   ~Impl() override {
     (void)optimizer_.stop(StopMode::abandon);
+    if (spare_fd_ >= 0) {
+      ::close(spare_fd_);
+    }
     ::close(wake_fd_);
     ::close(signal_fd_);
     ::close(epoll_fd_);
@@ -336,6 +343,56 @@ class Server::Impl final : public Router {
 
   // ---- I/O thread ----
 
+  // At most one warning per second for a repeated condition, with how many were skipped.
+  class RateLimitedLog {
+   public:
+    bool should_log() {
+      const auto now = Clock::now();
+      if (now - last_ < std::chrono::seconds(1)) {
+        ++suppressed_;
+        return false;
+      }
+      last_ = now;
+      return true;
+    }
+    std::string suppressed_text() {
+      const std::uint64_t n = std::exchange(suppressed_, 0);
+      return n == 0 ? std::string() : " (" + std::to_string(n) + " more since the last warning)";
+    }
+
+   private:
+    Clock::time_point last_{};
+    std::uint64_t suppressed_ = 0;
+  };
+
+  // Sends one NDJSON error line (the framing of a connection that has said nothing yet) and
+  // closes the connection.
+  static void turn_away(int fd, const std::string& text) {
+    std::string line;
+    (void)wire::encode_ndjson(wire::make_error_reply(wire::kProtocolErrorId, {}, {}, text), line);
+    (void)::send(fd, line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    ::close(fd);
+  }
+
+  bool refuse_with_spare_descriptor(const std::string& why) {
+    refused_connections_.fetch_add(1, std::memory_order_relaxed);
+    if (descriptor_log_.should_log()) {
+      spdlog::warn("accept: {}: turning connections away (connections={}, raise the open files "
+                   "limit, e.g. systemd LimitNOFILE=){}",
+                   why, connections_.size(), descriptor_log_.suppressed_text());
+    }
+    if (spare_fd_ < 0) {
+      return false;
+    }
+    ::close(std::exchange(spare_fd_, -1));
+    const int fd = ::accept4(listener_.fd(), nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd >= 0) {
+      turn_away(fd, "connection refused: the broker is out of file descriptors");
+    }
+    spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return fd >= 0;
+  }
+
   void accept_all();
   void read_from(const std::shared_ptr<Connection>& connection);
   void handle_incoming(const std::shared_ptr<Connection>& connection, Message&& message);
@@ -356,6 +413,9 @@ class Server::Impl final : public Router {
   int epoll_fd_ = -1;
   int signal_fd_ = -1;
   int wake_fd_ = -1;
+  int spare_fd_ = -1;  // kept open to accept-and-refuse when out of descriptors
+  RateLimitedLog descriptor_log_;
+  RateLimitedLog refusal_log_;
   std::uint64_t next_id_ = kFirstConnectionId;
   std::unordered_map<std::uint64_t, std::shared_ptr<Connection>> connections_;  // I/O thread
   std::deque<std::shared_ptr<Connection>> ready_;  // connections with unread input
@@ -478,6 +538,14 @@ void Server::Impl::accept_all() {
       if (error == EINTR || error == ECONNABORTED) {
         continue;
       }
+      if (error == EMFILE || error == ENFILE) {
+        // Out of descriptors: the listener stays readable, so take the connection with the
+        // spare descriptor and turn it away with an error, or epoll would wake us forever.
+        if (!refuse_with_spare_descriptor(errno_text(error))) {
+          return;
+        }
+        continue;
+      }
       if (error != EAGAIN && error != EWOULDBLOCK) {
         spdlog::warn("accept: {} socket={}", errno_text(error), listener_.path());
       }
@@ -490,9 +558,12 @@ void Server::Impl::accept_all() {
     }
     if (connections_.size() >= options_.max_connections) {
       refused_connections_.fetch_add(1, std::memory_order_relaxed);
-      spdlog::warn("refused a connection from pid={} uid={}: max_connections={} reached", peer.pid,
-                   peer.uid, options_.max_connections);
-      ::close(fd);
+      if (refusal_log_.should_log()) {
+        spdlog::warn("refused a connection from pid={} uid={}: max_connections={} reached{}",
+                     peer.pid, peer.uid, options_.max_connections, refusal_log_.suppressed_text());
+      }
+      turn_away(fd, "connection refused: the broker has max_connections=" +
+                        std::to_string(options_.max_connections) + " connections");
       continue;
     }
     const std::uint64_t id = next_id_++;

@@ -40,7 +40,7 @@ struct BrokerOptions {
 class Server {
  public:
   /// Opens the socket and starts the optimizer; throws std::runtime_error (socket problems) or
-  /// ConfigError (bad settings). SIGTERM, SIGINT and SIGPIPE must already be blocked or ignored
+  /// ConfigError (bad settings). SIGTERM, SIGINT, SIGHUP and SIGPIPE must already be blocked
   /// in every thread (see block_signals), so that run() can take them through a signalfd.
   explicit Server(BrokerOptions options);
   Server(const Server&) = delete;
@@ -49,7 +49,7 @@ class Server {
   Server& operator=(Server&&) = delete;
   ~Server();
 
-  /// Serves until SIGTERM or SIGINT, then stops accepting, delivers every accepted message to
+  /// Serves until SIGTERM, SIGINT or SIGHUP, then stops accepting, delivers every accepted message to
   /// connected receivers (waiting at most shutdown_timeout for slow ones) and returns 0.
   int run();
 
@@ -61,7 +61,7 @@ class Server {
   std::unique_ptr<Impl> impl_;
 };
 
-/// Blocks SIGTERM and SIGINT in the calling thread (threads created later inherit the mask) and
+/// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (threads created later inherit the mask) and
 /// ignores SIGPIPE. Call before anything starts a thread.
 void block_signals();
 

@@ -9,7 +9,6 @@ namespace v2 {
 namespace {
 
 constexpr std::size_t kMinAutoWorkers = 4;
-constexpr std::size_t kMaxWorkers = 1024;
 
 std::string join(const std::vector<std::string>& parts) {
   std::string text;
@@ -94,8 +93,9 @@ std::vector<ConfigIssue> validate(const OptimizerConfig& config) {
     issues.push_back({std::move(field), std::move(value), std::move(reason)});
   };
 
-  if (config.buffer_capacity == 0) {
-    reject("buffer_capacity", "0", "must be at least 1");
+  if (config.buffer_capacity == 0 || config.buffer_capacity > kMaxBufferCapacity) {
+    reject("buffer_capacity", std::to_string(config.buffer_capacity),
+           "must be within 1.." + std::to_string(kMaxBufferCapacity));
   }
   if (config.workers > kMaxWorkers) {
     reject("workers", std::to_string(config.workers),

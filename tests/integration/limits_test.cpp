@@ -2,10 +2,14 @@
 // reading or die. The broker must refuse, stay bounded, and keep serving everyone else.
 
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "broker_process.hpp"
 
@@ -421,12 +425,22 @@ TEST(BrokerLimits, ConnectionsBeyondMaxConnectionsAreClosedOthersServed) {
   ASSERT_EQ(third.call("RPCGetMessageCount").type, MessageType::response);
   const int extra = try_connect(broker.socket_path());
   ASSERT_GE(extra, 0) << "the kernel accepts into the backlog; the broker closes it";
-  char byte = 0;
-  pollfd p{extra, POLLIN, 0};
-  ASSERT_GT(::poll(&p, 1, static_cast<int>(kPatience.count())), 0);
-  const ssize_t n = ::read(extra, &byte, 1);
-  EXPECT_TRUE(n == 0 || (n < 0 && errno == ECONNRESET));
+  // The broker says why in one NDJSON error line, then closes.
+  std::string said;
+  for (;;) {
+    pollfd p{extra, POLLIN, 0};
+    ASSERT_GT(::poll(&p, 1, static_cast<int>(kPatience.count())), 0);
+    std::array<char, 512> chunk{};
+    const ssize_t n = ::read(extra, chunk.data(), chunk.size());
+    if (n <= 0) {
+      EXPECT_TRUE(n == 0 || errno == ECONNRESET) << "read: errno=" << errno;
+      break;
+    }
+    said.append(chunk.data(), static_cast<std::size_t>(n));
+  }
   ::close(extra);
+  EXPECT_NE(said.find("\"type\":\"error\""), std::string::npos) << said;
+  EXPECT_NE(said.find("max_connections=3"), std::string::npos) << said;
   EXPECT_NE(broker.log().find("max_connections"), std::string::npos) << broker.log();
   EXPECT_TRUE(others.exchange(1));
 }
@@ -441,6 +455,49 @@ TEST(BrokerLimits, NamesBeyondMaxNamesAreRefused) {
   const Message third = peer.register_name("three");
   EXPECT_EQ(third.type, MessageType::error);
   EXPECT_NE(third.error.find("max_names"), std::string::npos) << third.error;
+}
+
+TEST(BrokerLimits, OutOfDescriptorsTurnsConnectionsAwayWithOneWarning) {
+  TempDir dir;
+  // 24 descriptors: the broker's own (listener, epoll, signals, logs, spare) leave room for a
+  // handful of clients; the rest must be told, not left hanging or spun on.
+  BrokerProcess broker(dir, BrokerProcess::Options()
+                                .with_prefix({"/usr/bin/prlimit", "--nofile=24:24", "--"})
+                                .with_args({"--max-connections=1000"}));
+  std::vector<int> clients;
+  std::size_t refused = 0;
+  for (int i = 0; i < 40; ++i) {
+    const int fd = try_connect(broker.socket_path());
+    ASSERT_GE(fd, 0);
+    clients.push_back(fd);
+  }
+  for (const int fd : clients) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 200) <= 0) {
+      continue;  // accepted and served: it has nothing to read
+    }
+    std::array<char, 512> chunk{};
+    const ssize_t n = ::read(fd, chunk.data(), chunk.size());
+    if (n > 0 &&
+        std::string(chunk.data(), static_cast<std::size_t>(n)).find("out of file descriptors") !=
+            std::string::npos) {
+      ++refused;
+    }
+  }
+  for (const int fd : clients) {
+    ::close(fd);
+  }
+  EXPECT_GT(refused, 0U) << "some of 40 clients must have been turned away with an error";
+  Bystanders others(broker.socket_path());
+  EXPECT_TRUE(others.exchange(1)) << "the broker serves again once descriptors are free";
+  const std::string log = broker.log();
+  std::size_t warnings = 0;
+  for (auto at = log.find("turning connections away"); at != std::string::npos;
+       at = log.find("turning connections away", at + 1)) {
+    ++warnings;
+  }
+  EXPECT_GE(warnings, 1U);
+  EXPECT_LE(warnings, 5U) << "the warning is rate-limited, not repeated per wake-up";
 }
 
 }  // namespace
