@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "sys/error.hpp"
+#include "wire/json.hpp"
 
 namespace v2 {
 namespace {
@@ -31,39 +32,6 @@ constexpr std::chrono::milliseconds kBacklogRetryPause{5};
 
 std::string socket_kv(const std::string& path) {
   return sys::kv("socket", path);
-}
-
-/// Appends `text` as a JSON string, quotes included.
-void append_json_string(std::string& out, std::string_view text) {
-  out.push_back('"');
-  for (const char c : text) {
-    switch (c) {
-      case '"':
-        out.append("\\\"");
-        break;
-      case '\\':
-        out.append("\\\\");
-        break;
-      case '\n':
-        out.append("\\n");
-        break;
-      case '\r':
-        out.append("\\r");
-        break;
-      case '\t':
-        out.append("\\t");
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20U) {
-          char escaped[8];
-          std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(c));
-          out.append(escaped);
-        } else {
-          out.push_back(c);
-        }
-    }
-  }
-  out.push_back('"');
 }
 
 /// Wraps a connect(2) failure in the ClientError a person can act on.
@@ -465,7 +433,7 @@ Message Client::call(std::string_view method, std::string_view payload_json,
 
 void Client::register_name(std::string_view name, std::chrono::milliseconds timeout) {
   std::string payload = "{\"name\":";
-  append_json_string(payload, name);
+  wire::detail::append_json_string(payload, name);
   payload.push_back('}');
 
   const Message reply = call("RPCRegister", payload, timeout);

@@ -9,21 +9,57 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <latch>
 #include <optional>
 #include <ostream>
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "v2broker/tuning.hpp"
 
 namespace v2::testing {
+
+/// A thread that runs `on_start`, then waits until the object is destroyed.
+class ParkedThread {
+ public:
+  explicit ParkedThread(std::function<void()> on_start = {})
+      : thread_([this, on_start = std::move(on_start)] {
+          if (on_start) {
+            on_start();
+          }
+          tid_.store(::gettid(), std::memory_order_relaxed);
+          started_.count_down();  // publishes tid_ and on_start's effects to the waiter
+          release_.wait();
+        }) {
+    started_.wait();
+  }
+  ParkedThread(const ParkedThread&) = delete;
+  ParkedThread& operator=(const ParkedThread&) = delete;
+  ParkedThread(ParkedThread&&) = delete;
+  ParkedThread& operator=(ParkedThread&&) = delete;
+  ~ParkedThread() {
+    release_.count_down();
+    thread_.join();
+  }
+
+  [[nodiscard]] pid_t tid() const { return tid_.load(std::memory_order_relaxed); }
+
+ private:
+  std::latch started_{1};
+  std::latch release_{1};
+  std::atomic<pid_t> tid_{0};
+  std::thread thread_;
+};
 
 inline std::string task_path(pid_t pid, pid_t tid, std::string_view file) {
   return "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/" + std::string(file);
@@ -190,7 +226,6 @@ inline std::optional<bool> status_capability(std::string_view key, int bit) {
 }  // namespace v2::testing
 
 namespace v2 {
-
 /// Lets GoogleTest print outcomes by name in failure messages.
 inline void PrintTo(TuningOutcome outcome, std::ostream* out) {
   *out << to_string(outcome);

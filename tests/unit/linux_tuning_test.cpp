@@ -37,6 +37,7 @@ namespace {
 using testing::kernel_affinity;
 using testing::kernel_io_priority;
 using testing::kernel_nice;
+using testing::ParkedThread;
 
 constexpr std::size_t kMessages = 2000;
 
@@ -71,35 +72,6 @@ class TidRecordingRouter final : public Router {
   mutable std::mutex mutex_;
   std::size_t routed_ = 0;
   std::map<std::size_t, std::set<pid_t>> tids_by_worker_;
-};
-
-/// A thread that parks until the object is destroyed; it does nothing to its own tuning.
-class ParkedThread {
- public:
-  ParkedThread()
-      : thread_([this] {
-          tid_.store(::gettid(), std::memory_order_relaxed);
-          started_.count_down();  // publishes tid_ to the constructor's wait
-          release_.wait();
-        }) {
-    started_.wait();
-  }
-  ParkedThread(const ParkedThread&) = delete;
-  ParkedThread& operator=(const ParkedThread&) = delete;
-  ParkedThread(ParkedThread&&) = delete;
-  ParkedThread& operator=(ParkedThread&&) = delete;
-  ~ParkedThread() {
-    release_.count_down();
-    thread_.join();
-  }
-
-  [[nodiscard]] pid_t tid() const { return tid_.load(std::memory_order_relaxed); }
-
- private:
-  std::latch started_{1};
-  std::latch release_{1};
-  std::atomic<pid_t> tid_{0};
-  std::thread thread_;
 };
 
 OptimizerConfig config_with_workers(std::size_t workers) {

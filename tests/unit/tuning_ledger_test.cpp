@@ -32,41 +32,10 @@ namespace {
 using testing::kernel_affinity;
 using testing::kernel_io_priority;
 using testing::kernel_nice;
+using testing::ParkedThread;
 
 constexpr int kRealtime = 1;
 constexpr int kBestEffort = 2;
-
-/// A thread that runs `on_start`, then waits until the object is destroyed.
-class ParkedThread {
- public:
-  explicit ParkedThread(std::function<void()> on_start = {})
-      : thread_([this, on_start = std::move(on_start)] {
-          if (on_start) {
-            on_start();
-          }
-          tid_.store(::gettid(), std::memory_order_relaxed);
-          started_.count_down();  // publishes tid_ and on_start's effects to the waiter
-          release_.wait();
-        }) {
-    started_.wait();
-  }
-  ParkedThread(const ParkedThread&) = delete;
-  ParkedThread& operator=(const ParkedThread&) = delete;
-  ParkedThread(ParkedThread&&) = delete;
-  ParkedThread& operator=(ParkedThread&&) = delete;
-  ~ParkedThread() {
-    release_.count_down();
-    thread_.join();
-  }
-
-  [[nodiscard]] pid_t tid() const { return tid_.load(std::memory_order_relaxed); }
-
- private:
-  std::latch started_{1};
-  std::latch release_{1};
-  std::atomic<pid_t> tid_{0};
-  std::thread thread_;
-};
 
 const ThreadTuning* find_thread(const TuningReport& report, pid_t tid) {
   const auto found = std::find_if(report.threads.begin(), report.threads.end(),
