@@ -169,10 +169,13 @@ int broker_main(int argc, char** argv) {
 
   const OptimizerConfig defaults;
   BrokerOptions options;
+  // The daemon batches without waiting: a worker takes what is queued, up to 64 messages, and
+  // writes each receiver's share with one system call. A lone message still goes out at once.
+  options.optimizer.batch_size = 64;
   std::string socket_mode = "0600";
   std::string offer_policy = std::string(to_string(defaults.offer_policy));
   std::string offer_timeout = "0";
-  std::string flush_interval = "10ms";
+  std::string flush_interval = "0";
   std::string stats_interval = "100ms";
   std::string idle_spin = "50us";
   std::string cpus;
@@ -207,7 +210,8 @@ int broker_main(int argc, char** argv) {
   app.add_option("--offer-timeout", offer_timeout, "Wait for room under the timeout policy")
       ->check(duration_validator())
       ->capture_default_str();
-  app.add_option("--batch-size", options.optimizer.batch_size, "Messages a worker takes at once")
+  app.add_option("--batch-size", options.optimizer.batch_size,
+                 "Messages a worker takes at once (what is queued, up to this many)")
       ->check(CLI::Range(std::size_t{1}, kMaxBufferCapacity))
       ->capture_default_str();
   app.add_option("--flush-interval", flush_interval,
