@@ -61,7 +61,9 @@ struct OptimizerConfig {
   std::size_t batch_size = 1;
   std::chrono::nanoseconds flush_interval = std::chrono::milliseconds(10);
   /// How long an idle worker polls its queue before it parks. Polling spares producers the
-  /// wake-up system call while messages keep coming; zero parks at once.
+  /// wake-up system call while messages keep coming; zero parks at once. It applies only when
+  /// every worker has a CPU of its own (no more workers than CPUs they run on): otherwise
+  /// polling takes CPU time from the producers and the other workers, and workers park at once.
   std::chrono::nanoseconds idle_spin = std::chrono::microseconds(50);
   TuningConfig tuning;
 };

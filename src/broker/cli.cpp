@@ -150,10 +150,11 @@ void raise_open_files_limit(std::size_t max_connections) {
   }
   constexpr rlim_t kReserved = 64;  // listener, epoll, signals, logs, spare
   if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < max_connections + kReserved) {
-    spdlog::warn("open files limit {} allows about {} connections, below --max-connections={}; "
-                 "raise it (ulimit -n, systemd LimitNOFILE=)",
-                 limit.rlim_cur, limit.rlim_cur > kReserved ? limit.rlim_cur - kReserved : 0,
-                 max_connections);
+    spdlog::warn(
+        "open files limit {} allows about {} connections, below --max-connections={}; "
+        "raise it (ulimit -n, systemd LimitNOFILE=)",
+        limit.rlim_cur, limit.rlim_cur > kReserved ? limit.rlim_cur - kReserved : 0,
+        max_connections);
   }
 }
 
@@ -221,8 +222,10 @@ int broker_main(int argc, char** argv) {
   app.add_option("--stats-interval", stats_interval, "Period of the rate and latency figures")
       ->check(duration_validator())
       ->capture_default_str();
-  app.add_option("--idle-spin", idle_spin,
-                 "How long an idle worker polls before it sleeps; 0 = sleep at once")
+  app.add_option(
+         "--idle-spin", idle_spin,
+         "How long an idle worker polls before it sleeps, when each worker has a CPU of its own; "
+         "0 = sleep at once")
       ->check(duration_validator())
       ->capture_default_str();
   app.add_option("--cpus", cpus, "CPUs for the workers, e.g. 2,3 or 4-7 (default: all allowed)");

@@ -104,6 +104,11 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
+std::size_t distinct(std::vector<int> values) {
+  std::sort(values.begin(), values.end());
+  return static_cast<std::size_t>(std::unique(values.begin(), values.end()) - values.begin());
+}
+
 std::size_t shard_of(const Message& message, std::size_t shards) noexcept {
   const std::size_t h1 = std::hash<std::string_view>{}(message.source);
   const std::size_t h2 = std::hash<std::string_view>{}(message.target);
@@ -141,6 +146,10 @@ class Optimizer::Impl {
     if (config_.tuning.pin_workers) {
       cpus_ = config_.tuning.cpus.empty() ? allowed_cpus() : config_.tuning.cpus;
     }
+    // Polling pays only when each worker has a CPU to itself; with more workers than CPUs it
+    // takes CPU time from the producers and from the other workers, so they park at once.
+    const std::size_t cpu_count = cpus_.empty() ? allowed_cpus().size() : distinct(cpus_);
+    idle_spin_ = worker_count_ <= cpu_count ? config_.idle_spin : std::chrono::nanoseconds::zero();
     shards_.reserve(worker_count_);
     workers_.reserve(worker_count_);
     for (std::size_t i = 0; i < worker_count_; ++i) {
@@ -415,7 +424,7 @@ class Optimizer::Impl {
       if (shard.closed) {
         return false;
       }
-      if (!spun && config_.idle_spin > std::chrono::nanoseconds::zero()) {
+      if (!spun && idle_spin_ > std::chrono::nanoseconds::zero()) {
         // Poll a little before parking: a producer that finds the worker awake skips the
         // futex wake-up, which costs it more than the message itself.
         lock.unlock();
@@ -443,7 +452,7 @@ class Optimizer::Impl {
 
   // Returns when the shard has a message, the optimizer stops, or idle_spin has passed.
   void spin_for_work(const Shard& shard) const noexcept {
-    const auto deadline = Clock::now() + config_.idle_spin;
+    const auto deadline = Clock::now() + idle_spin_;
     for (unsigned i = 1;; ++i) {
       if (shard.size_hint.load(std::memory_order_acquire) != 0 ||
           stopping_.load(std::memory_order_relaxed)) {
@@ -509,6 +518,7 @@ class Optimizer::Impl {
   detail::TuningLedger ledger_;
   std::size_t worker_count_ = 0;
   std::vector<int> cpus_;
+  std::chrono::nanoseconds idle_spin_{0};  // config_.idle_spin, or zero when oversubscribed
   std::vector<std::unique_ptr<Shard>> shards_;
   std::vector<std::unique_ptr<WorkerState>> workers_;
 
