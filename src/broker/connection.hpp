@@ -5,8 +5,11 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +38,14 @@ class Connection {
 
   // --- I/O thread only ---
   wire::Decoder& decoder() noexcept { return decoder_; }
+  // Back-pressure under the block policy: a message read but not yet offered because its
+  // receiver's outgoing buffer is over the high-water mark; the connection is not read
+  // meanwhile.
+  std::optional<Message> held;
+  std::shared_ptr<Connection> held_for;
+  std::chrono::steady_clock::time_point held_since;  ///< when held, or last saw held_for read
+  std::uint64_t held_progress = 0;                   ///< held_for->written_bytes then
+
   /// Names this connection registered, in order; the first is its default source.
   std::vector<std::string>& names() noexcept { return names_; }
   bool reading = true;  ///< false after the peer shut down its sending side
@@ -48,6 +59,23 @@ class Connection {
   OutQueue out;
   bool dead = false;             ///< closed by the I/O thread: queue nothing more
   bool close_requested = false;  ///< a worker asks the I/O thread to close it
+  /// out.size() and the bytes written so far, published for the I/O thread's back-pressure.
+  std::atomic<std::size_t> queued_bytes{0};
+  std::atomic<std::uint64_t> written_bytes{0};
+  /// As a receiver: it stopped reading while senders waited for it (set by the I/O thread).
+  std::atomic<bool> stalled{false};
+
+  /// Call with out_mutex held, after appending to `out`.
+  void note_queued() noexcept { queued_bytes.store(out.size(), std::memory_order_relaxed); }
+
+  /// Writes what `out` holds, as far as the socket takes it. Call with out_mutex held.
+  OutQueue::FlushStatus flush_out() noexcept {
+    const std::size_t before = out.size();
+    const auto status = out.flush(fd_);
+    written_bytes.fetch_add(before - out.size(), std::memory_order_relaxed);
+    note_queued();
+    return status;
+  }
 
   // Counters for the statistics calls.
   std::atomic<std::uint64_t> sent{0};      ///< messages this process sent through the broker

@@ -1,7 +1,7 @@
 #include "broker/server.hpp"
 
-#include <spdlog/spdlog.h>
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
@@ -47,6 +47,9 @@ constexpr std::uint64_t kSignalTag = 2;
 constexpr std::uint64_t kWakeTag = 3;
 constexpr std::uint64_t kFirstConnectionId = 16;
 constexpr std::size_t kMaxNameLength = 255;
+// A sender waits for a congested receiver while it reads; once it has read nothing for this
+// long, senders stop waiting for it.
+constexpr auto kStallLimit = std::chrono::milliseconds(100);
 
 std::int64_t wall_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -198,7 +201,7 @@ class Server::Impl final : public Router {
     for (const auto& connection : touched) {
       const std::lock_guard lock(connection->out_mutex);
       if (!connection->dead) {
-        (void)connection->out.flush(connection->fd());
+        (void)connection->flush_out();
       }
     }
     touched.clear();
@@ -242,7 +245,7 @@ class Server::Impl final : public Router {
       const std::lock_guard lock(receiver.out_mutex);
       if (receiver.dead) {
         refusal = "target disconnected: " + message.target;
-      } else if (receiver.out.size() >= options_.max_outgoing_bytes) {
+      } else if (receiver.out.size() >= options_.max_outgoing_bytes && may_drop_for(receiver)) {
         receiver.dropped_slow.fetch_add(1, std::memory_order_relaxed);
         slow_drops_.fetch_add(1, std::memory_order_relaxed);
         if (options_.slow_receiver == SlowReceiverPolicy::disconnect) {
@@ -266,6 +269,14 @@ class Server::Impl final : public Router {
     remember(receiver_ptr, context);
   }
 
+  // Under `block`, senders wait for a receiver that reads (see hold_for_congested_receiver), and
+  // what was already queued for it when they started waiting moves on to its buffer rather than
+  // being dropped: it is in memory either way. Only a receiver that stopped reading drops.
+  [[nodiscard]] bool may_drop_for(const Connection& receiver) const noexcept {
+    return options_.optimizer.offer_policy != OfferPolicy::block ||
+           receiver.stalled.load(std::memory_order_relaxed);
+  }
+
   wire::EncodeResult encode_into(Connection& receiver, const Message& message) {
     const wire::Framing framing = receiver.framing.load(std::memory_order_acquire);
     if (framing == wire::Framing::binary) {
@@ -277,6 +288,7 @@ class Server::Impl final : public Router {
         receiver.out.append(std::string_view(reinterpret_cast<const char*>(frame.header.data()),
                                              frame.header.size()));
         receiver.out.append(frame.payload);
+        receiver.note_queued();
       }
       return status;
     }
@@ -287,6 +299,7 @@ class Server::Impl final : public Router {
             : wire::JsonPayloadCheck::validate;
     auto status = wire::encode_ndjson(message, receiver.out.tail(), ndjson);
     receiver.out.commit();
+    receiver.note_queued();
     return status;
   }
 
@@ -329,7 +342,7 @@ class Server::Impl final : public Router {
         return;
       }
     }
-    (void)receiver.out.flush(receiver.fd());
+    (void)receiver.flush_out();
   }
 
   std::optional<Message> answer_call(const Message& call);
@@ -377,9 +390,10 @@ class Server::Impl final : public Router {
   bool refuse_with_spare_descriptor(const std::string& why) {
     refused_connections_.fetch_add(1, std::memory_order_relaxed);
     if (descriptor_log_.should_log()) {
-      spdlog::warn("accept: {}: turning connections away (connections={}, raise the open files "
-                   "limit, e.g. systemd LimitNOFILE=){}",
-                   why, connections_.size(), descriptor_log_.suppressed_text());
+      spdlog::warn(
+          "accept: {}: turning connections away (connections={}, raise the open files "
+          "limit, e.g. systemd LimitNOFILE=){}",
+          why, connections_.size(), descriptor_log_.suppressed_text());
     }
     if (spare_fd_ < 0) {
       return false;
@@ -395,6 +409,14 @@ class Server::Impl final : public Router {
 
   void accept_all();
   void read_from(const std::shared_ptr<Connection>& connection);
+  // Decodes what is buffered and handles it; false when the connection was closed.
+  bool drain_decoder(const std::shared_ptr<Connection>& connection);
+  void offer_or_refuse(Connection& sender, Message&& message);
+  bool hold_for_congested_receiver(const std::shared_ptr<Connection>& sender, Message& message);
+  void release_held();
+  void refuse_held(const std::string& why);
+  [[nodiscard]] std::size_t high_water() const noexcept { return options_.max_outgoing_bytes / 2; }
+  [[nodiscard]] std::size_t low_water() const noexcept { return options_.max_outgoing_bytes / 4; }
   void handle_incoming(const std::shared_ptr<Connection>& connection, Message&& message);
   void register_name(const std::shared_ptr<Connection>& connection, const Message& call);
   void refuse(Connection& connection, const Message& message, std::string text);
@@ -419,6 +441,7 @@ class Server::Impl final : public Router {
   std::uint64_t next_id_ = kFirstConnectionId;
   std::unordered_map<std::uint64_t, std::shared_ptr<Connection>> connections_;  // I/O thread
   std::deque<std::shared_ptr<Connection>> ready_;  // connections with unread input
+  std::vector<std::shared_ptr<Connection>> held_;  // senders waiting for a congested receiver
   bool accepting_ = true;
   std::atomic<bool> close_pending_{false};
 
@@ -584,39 +607,13 @@ void Server::Impl::accept_all() {
 void Server::Impl::read_from(const std::shared_ptr<Connection>& connection) {
   Connection& c = *connection;
   std::size_t budget = kReadBudget;
-  while (c.reading && budget > 0) {
+  while (c.reading && !c.held && budget > 0) {
     const auto space = c.decoder().writable(kReadChunk);
     const ssize_t n = ::read(c.fd(), space.data(), space.size());
     if (n > 0) {
       c.decoder().commit(static_cast<std::size_t>(n));
       budget -= std::min(budget, static_cast<std::size_t>(n));
-      Message message;
-      wire::ProtocolError error;
-      for (;;) {
-        const auto status = c.decoder().poll(message, error);
-        if (status == wire::DecodeStatus::need_more) {
-          break;
-        }
-        if (c.framing.load(std::memory_order_relaxed) == wire::Framing::unknown) {
-          c.framing.store(c.decoder().framing(), std::memory_order_release);
-        }
-        if (status == wire::DecodeStatus::message) {
-          handle_incoming(connection, std::move(message));
-          message = Message{};
-          continue;
-        }
-        protocol_errors_.fetch_add(1, std::memory_order_relaxed);
-        const std::string sender = c.names().empty() ? std::string() : c.names().front();
-        Message reply = wire::make_error_reply(error, sender);
-        queue_direct(c, reply);
-        if (error.after == wire::AfterError::close) {
-          spdlog::info("closing connection {}: {}", c.id(), error.text);
-          close_connection(connection, "protocol error");
-          return;
-        }
-      }
-      if (c.decoder().failed()) {
-        close_connection(connection, "protocol error");
+      if (!drain_decoder(connection)) {
         return;
       }
       continue;
@@ -637,9 +634,43 @@ void Server::Impl::read_from(const std::shared_ptr<Connection>& connection) {
     close_connection(connection, "read failed");
     return;
   }
-  if (c.reading) {
+  if (c.reading && !c.held) {
     ready_.push_back(connection);  // more to read: come back after serving the others
   }
+}
+
+bool Server::Impl::drain_decoder(const std::shared_ptr<Connection>& connection) {
+  Connection& c = *connection;
+  Message message;
+  wire::ProtocolError error;
+  while (!c.held) {
+    const auto status = c.decoder().poll(message, error);
+    if (status == wire::DecodeStatus::need_more) {
+      break;
+    }
+    if (c.framing.load(std::memory_order_relaxed) == wire::Framing::unknown) {
+      c.framing.store(c.decoder().framing(), std::memory_order_release);
+    }
+    if (status == wire::DecodeStatus::message) {
+      handle_incoming(connection, std::move(message));
+      message = Message{};
+      continue;
+    }
+    protocol_errors_.fetch_add(1, std::memory_order_relaxed);
+    const std::string sender = c.names().empty() ? std::string() : c.names().front();
+    Message reply = wire::make_error_reply(error, sender);
+    queue_direct(c, reply);
+    if (error.after == wire::AfterError::close) {
+      spdlog::info("closing connection {}: {}", c.id(), error.text);
+      close_connection(connection, "protocol error");
+      return false;
+    }
+  }
+  if (c.decoder().failed()) {
+    close_connection(connection, "protocol error");
+    return false;
+  }
+  return true;
 }
 
 void Server::Impl::handle_incoming(const std::shared_ptr<Connection>& connection,
@@ -686,14 +717,94 @@ void Server::Impl::handle_incoming(const std::shared_ptr<Connection>& connection
     return;
   }
 
-  const std::string id = message.id;
+  if (message.target != kBrokerName && hold_for_congested_receiver(connection, message)) {
+    return;
+  }
+  offer_or_refuse(c, std::move(message));
+}
+
+void Server::Impl::offer_or_refuse(Connection& sender, Message&& message) {
   const OfferResult result = optimizer_.offer(std::move(message));
   if (!is_accepted(result)) {
     // offer leaves a refused message untouched, so its id and correlation id are still there.
-    refuse(c, message,
+    refuse(sender, message,
            "refused by the broker queue: " + std::string(to_string(result)) +
                " (policy=" + std::string(to_string(options_.optimizer.offer_policy)) + ")");
   }
+}
+
+bool Server::Impl::hold_for_congested_receiver(const std::shared_ptr<Connection>& sender,
+                                               Message& message) {
+  if (options_.optimizer.offer_policy != OfferPolicy::block) {
+    return false;
+  }
+  auto receiver = registry_.by_name(message.target);
+  if (receiver == nullptr) {
+    return false;
+  }
+  const std::size_t queued = receiver->queued_bytes.load(std::memory_order_relaxed);
+  if (receiver->stalled.load(std::memory_order_relaxed) && queued < low_water()) {
+    receiver->stalled.store(false, std::memory_order_relaxed);  // it reads again
+  }
+  if (receiver->stalled.load(std::memory_order_relaxed) || queued < high_water()) {
+    return false;
+  }
+  sender->held = std::move(message);
+  sender->held_since = Clock::now();
+  sender->held_progress = receiver->written_bytes.load(std::memory_order_relaxed);
+  sender->held_for = std::move(receiver);
+  held_.push_back(sender);
+  return true;
+}
+
+void Server::Impl::release_held() {
+  std::vector<std::shared_ptr<Connection>> waiting;
+  waiting.swap(held_);
+  const auto now = Clock::now();
+  for (auto& connection : waiting) {
+    Connection& c = *connection;
+    if (connections_.count(c.id()) == 0 || !c.held) {
+      continue;  // closed meanwhile
+    }
+    Connection& receiver = *c.held_for;
+    const std::uint64_t written = receiver.written_bytes.load(std::memory_order_relaxed);
+    if (written != c.held_progress) {
+      c.held_progress = written;  // still reading: keep waiting for it
+      c.held_since = now;
+    }
+    bool release = connections_.count(receiver.id()) == 0 ||
+                   receiver.queued_bytes.load(std::memory_order_relaxed) < low_water();
+    if (!release && now - c.held_since > kStallLimit) {
+      // The receiver stopped reading: waiting would stall this sender for nothing. Its
+      // messages now meet the slow-receiver policy until it drains.
+      receiver.stalled.store(true, std::memory_order_relaxed);
+      release = true;
+      spdlog::info("connection {} (pid={}) stopped reading; senders no longer wait for it",
+                   receiver.id(), receiver.peer().pid);
+    }
+    if (!release) {
+      held_.push_back(std::move(connection));
+      continue;
+    }
+    Message message = std::move(*c.held);
+    c.held.reset();
+    c.held_for.reset();
+    offer_or_refuse(c, std::move(message));
+    if (drain_decoder(connection) && c.reading && !c.held) {
+      ready_.push_back(connection);  // read what arrived while it waited
+    }
+  }
+}
+
+void Server::Impl::refuse_held(const std::string& why) {
+  for (const auto& connection : held_) {
+    if (connection->held) {
+      refuse(*connection, *connection->held, why);
+      connection->held.reset();
+      connection->held_for.reset();
+    }
+  }
+  held_.clear();
 }
 
 void Server::Impl::register_name(const std::shared_ptr<Connection>& connection,
@@ -765,7 +876,7 @@ void Server::Impl::close_connection(const std::shared_ptr<Connection>& connectio
 void Server::Impl::flush_from_io(Connection& connection) {
   const std::lock_guard lock(connection.out_mutex);
   if (!connection.dead) {
-    (void)connection.out.flush(connection.fd());
+    (void)connection.flush_out();
   }
 }
 
@@ -826,6 +937,9 @@ int Server::Impl::run() {
         timeout_ms = std::min(timeout_ms, 10);
       }
     }
+    if (!held_.empty() && (timeout_ms < 0 || timeout_ms > 1)) {
+      timeout_ms = 1;  // watch the congested receivers drain
+    }
     const int count = ::epoll_wait(epoll_fd_, events.data(), kMaxEvents, timeout_ms);
     if (count < 0 && errno != EINTR) {
       spdlog::error("epoll_wait: {}", errno_text(errno));
@@ -873,6 +987,9 @@ int Server::Impl::run() {
       }
     }
 
+    if (!stopping && !held_.empty()) {
+      release_held();
+    }
     if (!stopping) {
       const std::size_t rounds = ready_.size();
       for (std::size_t r = 0; r < rounds; ++r) {
@@ -895,6 +1012,7 @@ int Server::Impl::run() {
       // what they route, and this loop keeps flushing to receivers that were full.
       accepting_ = false;
       ready_.clear();
+      refuse_held("refused: the broker is shutting down");
       listener_.close();
       const StopReport report = optimizer_.stop(StopMode::drain);
       (void)report;

@@ -253,6 +253,45 @@ TEST(BrokerMalformed, BadBinaryMagicClosesConnectionOthersUnaffected) {
   EXPECT_TRUE(others.exchange(1));
 }
 
+TEST(BrokerSlowReceiver, SlowButReadingReceiverSlowsTheSenderInsteadOfLosingUnderBlock) {
+  TempDir dir;
+  BrokerProcess broker(
+      dir, BrokerProcess::Options().with_args({"--max-outgoing=64KiB", "--offer-policy=block"}));
+  Peer sender(broker.socket_path(), Framing::binary);
+  Peer reader(broker.socket_path(), Framing::binary);
+  ASSERT_EQ(sender.register_name("sender").type, MessageType::response);
+  ASSERT_EQ(reader.register_name("reader").type, MessageType::response);
+
+  // 4 MiB through a 64 KiB outgoing buffer, to a receiver that pauses after every message:
+  // without back-pressure most of it would be dropped.
+  constexpr int kCount = 4'000;
+  const std::string filler(1000, 'f');
+  std::jthread writer([&] {
+    for (int i = 0; i < kCount; ++i) {
+      const std::string payload =
+          R"({"seq":)" + std::to_string(i) + R"(,"fill":")" + filler + "\"}";
+      sender.send(make_message(MessageType::event, "reader", "n", payload, std::to_string(i)));
+    }
+  });
+  int received = 0;
+  bool in_order = true;
+  while (received < kCount) {
+    const auto got = reader.receive();
+    if (!got) {
+      break;
+    }
+    in_order = in_order && payload_json(*got)["seq"] == received;
+    ++received;
+    if (received % 16 == 0) {
+      std::this_thread::sleep_for(1ms);  // a slow consumer, but one that keeps reading
+    }
+  }
+  writer.join();
+  EXPECT_EQ(received, kCount);
+  EXPECT_TRUE(in_order);
+  EXPECT_FALSE(sender.receive(200ms).has_value()) << "the sender got an error reply";
+}
+
 TEST(BrokerSlowReceiver, NonReadingReceiverDoesNotStopAnotherAndSenderLearnsOfDrops) {
   TempDir dir;
   BrokerProcess broker(
