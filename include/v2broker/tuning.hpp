@@ -85,7 +85,7 @@ struct ThreadTuning {
 /// The state of every Linux tuning, read back from the kernel when the report is made.
 struct TuningReport {
   CapabilityState capabilities;
-  std::vector<int> allowed_cpus;  ///< CPUs the process could use when the optimizer was made
+  std::vector<int> allowed_cpus;      ///< CPUs the process could use when the optimizer was made
   std::vector<ThreadTuning> threads;  ///< every thread of the process; workers first, by index
 
   /// True when every enabled tuning is applied as requested on every thread it concerns.

@@ -55,8 +55,7 @@ int run_check(const BrokerOptions& options, std::ostream& out) {
   if (caps.rlimit_nice_floor() >= 20) {
     out << " (lets no thread lower its nice value without cap_sys_nice)\n\n";
   } else {
-    out << " (lets any thread lower its nice value down to " << caps.rlimit_nice_floor()
-        << ")\n\n";
+    out << " (lets any thread lower its nice value down to " << caps.rlimit_nice_floor() << ")\n\n";
   }
 
   std::optional<int> cpu;

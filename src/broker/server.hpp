@@ -49,8 +49,8 @@ class Server {
   Server& operator=(Server&&) = delete;
   ~Server();
 
-  /// Serves until SIGTERM, SIGINT or SIGHUP, then stops accepting, delivers every accepted message to
-  /// connected receivers (waiting at most shutdown_timeout for slow ones) and returns 0.
+  /// Serves until SIGTERM, SIGINT or SIGHUP, then stops accepting, delivers every accepted message
+  /// to connected receivers (waiting at most shutdown_timeout for slow ones) and returns 0.
   int run();
 
   [[nodiscard]] TuningReport tuning_report() const;
@@ -61,8 +61,8 @@ class Server {
   std::unique_ptr<Impl> impl_;
 };
 
-/// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (threads created later inherit the mask) and
-/// ignores SIGPIPE. Call before anything starts a thread.
+/// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (threads created later inherit the mask)
+/// and ignores SIGPIPE. Call before anything starts a thread.
 void block_signals();
 
 }  // namespace v2::broker

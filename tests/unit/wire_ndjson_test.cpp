@@ -8,39 +8,14 @@
 
 #include "v2broker/message.hpp"
 #include "v2broker/wire.hpp"
+#include "wire_test_support.hpp"
 
 namespace v2::wire {
 namespace {
 
-struct Decoded {
-  std::vector<Message> messages;
-  std::vector<ProtocolError> errors;
-};
-
-/// Polls until need_more, collecting messages and errors in order.
-void drain(Decoder& decoder, Decoded& out) {
-  while (true) {
-    Message message;
-    ProtocolError error;
-    const DecodeStatus status = decoder.poll(message, error);
-    if (status == DecodeStatus::need_more) {
-      return;
-    }
-    if (status == DecodeStatus::message) {
-      out.messages.push_back(std::move(message));
-    } else {
-      out.errors.push_back(std::move(error));
-    }
-  }
-}
-
-Decoded decode_all(std::string_view input, DecoderConfig config = {}) {
-  Decoder decoder(config);
-  decoder.feed(input);
-  Decoded out;
-  drain(decoder, out);
-  return out;
-}
+using testing::decode_all;
+using testing::Decoded;
+using testing::drain;
 
 /// Decodes exactly one line and expects a message.
 Message decode_one(std::string_view line) {
