@@ -186,6 +186,7 @@ int broker_main(int argc, char** argv) {
   std::string slow_receiver = "drop";
   std::string stats_log = "0";
   std::string shutdown_timeout = "5s";
+  std::string stall_timeout = "1s";
   std::string log_level = "info";
   bool no_pin = false;
   bool no_nice = false;
@@ -249,6 +250,11 @@ int broker_main(int argc, char** argv) {
                  "When a receiver's buffer is full: drop (tell the sender) or disconnect")
       ->check(CLI::IsMember({"drop", "disconnect"}))
       ->capture_default_str();
+  app.add_option("--stall-timeout", stall_timeout,
+                 "Under the block policy, how long senders wait for a receiver that reads "
+                 "nothing before --slow-receiver applies to it")
+      ->check(duration_validator())
+      ->capture_default_str();
   app.add_option("--max-connections", options.max_connections, "Connections at most")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20U))
       ->capture_default_str();
@@ -297,6 +303,8 @@ int broker_main(int argc, char** argv) {
       std::chrono::duration_cast<std::chrono::milliseconds>(*parse_duration(stats_log));
   options.shutdown_timeout =
       std::chrono::duration_cast<std::chrono::milliseconds>(*parse_duration(shutdown_timeout));
+  options.stall_timeout =
+      std::chrono::duration_cast<std::chrono::milliseconds>(*parse_duration(stall_timeout));
   options.max_message_size = *parse_size(max_message);
   options.max_outgoing_bytes = *parse_size(max_outgoing);
   if (options.max_message_size == 0) {

@@ -47,9 +47,6 @@ constexpr std::uint64_t kSignalTag = 2;
 constexpr std::uint64_t kWakeTag = 3;
 constexpr std::uint64_t kFirstConnectionId = 16;
 constexpr std::size_t kMaxNameLength = 255;
-// A sender waits for a congested receiver while it reads; once it has read nothing for this
-// long, senders stop waiting for it.
-constexpr auto kStallLimit = std::chrono::milliseconds(100);
 
 std::int64_t wall_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -774,7 +771,7 @@ void Server::Impl::release_held() {
     }
     bool release = connections_.count(receiver.id()) == 0 ||
                    receiver.queued_bytes.load(std::memory_order_relaxed) < low_water();
-    if (!release && now - c.held_since > kStallLimit) {
+    if (!release && now - c.held_since > options_.stall_timeout) {
       // The receiver stopped reading: waiting would stall this sender for nothing. Its
       // messages now meet the slow-receiver policy until it drains.
       receiver.stalled.store(true, std::memory_order_relaxed);

@@ -27,6 +27,9 @@ struct BrokerOptions {
   /// Bytes queued for one receiver before the slow-receiver policy applies.
   std::size_t max_outgoing_bytes = std::size_t{64} << 20U;
   SlowReceiverPolicy slow_receiver = SlowReceiverPolicy::drop;
+  /// Under the block policy, senders wait for a congested receiver while it reads; once it has
+  /// read nothing for this long, they stop waiting and the slow-receiver policy applies.
+  std::chrono::milliseconds stall_timeout{1000};
   std::size_t max_connections = 4096;
   std::size_t max_names_per_connection = 16;
   /// Period of the one-line stats log; zero: off.
