@@ -393,14 +393,7 @@ class Peer {
       if (status == wire::DecodeStatus::error) {
         throw std::runtime_error("the broker sent bytes the codec refused: " + error.text);
       }
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      pollfd p{fd_, POLLIN, 0};
-      const int ready = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(0, left.count())));
-      if (ready < 0 && errno != EINTR) {
-        fail_errno("poll");
-      }
-      if (ready <= 0) {
+      if (!wait_readable(deadline)) {
         if (Clock::now() >= deadline) {
           return std::nullopt;
         }
@@ -500,14 +493,7 @@ class Peer {
         raw_.erase(0, end + 1);
         return nlohmann::json::parse(line);
       }
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      pollfd p{fd_, POLLIN, 0};
-      const int ready = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(0, left.count())));
-      if (ready < 0 && errno != EINTR) {
-        fail_errno("poll");
-      }
-      if (ready <= 0) {
+      if (!wait_readable(deadline)) {
         if (Clock::now() >= deadline) {
           return std::nullopt;
         }
@@ -548,6 +534,18 @@ class Peer {
   }
 
  private:
+  // Waits for input until `deadline`; false when none came (timeout or EINTR).
+  bool wait_readable(Clock::time_point deadline) const {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    pollfd p{fd_, POLLIN, 0};
+    const int ready = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(0, left.count())));
+    if (ready < 0 && errno != EINTR) {
+      fail_errno("poll");
+    }
+    return ready > 0;
+  }
+
   // One message from the socket (ignoring the inbox), nothing at the deadline.
   std::optional<Message> read_one(Clock::time_point deadline) {
     std::deque<Message> kept;
