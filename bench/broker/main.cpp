@@ -1,10 +1,10 @@
 // v2bench: load generator for v2broker and its ZeroMQ peer. See bench/README.md.
 
-#include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <csignal>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>

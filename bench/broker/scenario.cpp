@@ -2,10 +2,10 @@
 
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <time.h>
 
 #include <algorithm>
 #include <atomic>
+#include <ctime>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -530,7 +530,7 @@ ScenarioResult run_scenario(const ScenarioConfig& config) {
     r.failures.push_back(std::to_string(r.unexpected) + " unexpected messages at receivers");
   }
   if (r.delivered == 0) {
-    r.failures.push_back("nothing was delivered");
+    r.failures.emplace_back("nothing was delivered");
   }
   return r;
 }

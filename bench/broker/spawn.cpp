@@ -1,7 +1,6 @@
 #include "spawn.hpp"
 
 #include <fcntl.h>
-#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -10,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -82,6 +82,7 @@ SpawnedBroker::SpawnedBroker(const std::string& program, const std::vector<std::
   argv_text.emplace_back("--socket");
   argv_text.push_back(socket_path_);
   std::vector<char*> argv;
+  argv.reserve(argv_text.size() + 1);
   for (auto& a : argv_text) {
     argv.push_back(a.data());
   }

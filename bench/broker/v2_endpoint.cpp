@@ -102,7 +102,7 @@ class V2Endpoint final : public Endpoint {
     // placeholder's bytes may also occur elsewhere (the binary length field, for one).
     const std::size_t id_at = framing_ == v2::wire::Framing::binary
                                   ? kBinaryIdOffset
-                                  : encoded.find("\"id\":\"" + m.id) + 6;
+                                  : encoded.find(R"("id":")" + m.id) + 6;
     if (id_at == std::string::npos + 6 || encoded.compare(id_at, kIdSize, m.id) != 0) {
       throw EndpointError(context() + " the encoded message does not hold its id verbatim");
     }

@@ -187,7 +187,7 @@ class ZmqEndpoint final : public Endpoint {
 
   void receive_available() {
     for (int n = 0; n < kReceiveBudget; ++n) {
-      if (zmq_msg_recv(&frames_[0], socket_, ZMQ_DONTWAIT) < 0) {
+      if (zmq_msg_recv(frames_.data(), socket_, ZMQ_DONTWAIT) < 0) {
         if (zmq_errno() == EAGAIN || zmq_errno() == EINTR) {
           return;
         }

@@ -9,11 +9,11 @@
 // Usage: v2bench_zmq_peer --socket PATH [--io-threads N] [--hwm N]
 // SIGTERM or SIGINT stops it; it removes the socket file.
 
-#include <signal.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include <array>
+#include <charconv>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -48,6 +48,17 @@ struct Options {
   std::exit(2);
 }
 
+int positive_int(std::string_view text, const char* option) {
+  int value = 0;
+  const auto [rest, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || rest != text.data() + text.size() || value <= 0) {
+    std::fprintf(stderr, "v2bench_zmq_peer: %s needs a positive integer, not '%.*s'\n", option,
+                 static_cast<int>(text.size()), text.data());
+    std::exit(2);
+  }
+  return value;
+}
+
 Options parse(int argc, char** argv) {
   Options options;
   for (int i = 1; i < argc; ++i) {
@@ -59,9 +70,9 @@ Options parse(int argc, char** argv) {
     if (arg == "--socket") {
       options.socket_path = value;
     } else if (arg == "--io-threads") {
-      options.io_threads = std::atoi(value);
+      options.io_threads = positive_int(value, "--io-threads");
     } else if (arg == "--hwm") {
-      options.hwm = std::atoi(value);
+      options.hwm = positive_int(value, "--hwm");
     } else {
       usage("unknown option");
     }
@@ -162,7 +173,7 @@ int main(int argc, char** argv) {
   unsigned long long forwarded = 0;
   unsigned long long refused = 0;
   while (g_stop == 0) {
-    if (zmq_msg_recv(&frames[0], router, 0) < 0) {
+    if (zmq_msg_recv(frames.data(), router, 0) < 0) {
       if (zmq_errno() == EINTR || zmq_errno() == EAGAIN) {
         continue;
       }
@@ -210,7 +221,7 @@ int main(int argc, char** argv) {
     // Forward: [target, source, type, id, payload]; the frames move without copying.
     zmq_msg_t source;
     zmq_msg_init(&source);
-    zmq_msg_copy(&source, &frames[0]);  // kept for an error reply
+    zmq_msg_copy(&source, frames.data());  // kept for an error reply
     if (!send_frame(router, frames[1], ZMQ_SNDMORE)) {
       if (g_stop != 0) {
         zmq_msg_close(&source);

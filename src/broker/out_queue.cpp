@@ -12,7 +12,7 @@ namespace {
 // Payloads at least this large are queued by reference rather than copied.
 constexpr std::size_t kZeroCopyThreshold = 16 * 1024;
 // A byte segment stops growing here, so written bytes are released as the queue advances.
-constexpr std::size_t kSegmentLimit = 256 * 1024;
+constexpr std::size_t kSegmentLimit = std::size_t{256} * 1024;
 // Gather entries per sendmsg call.
 constexpr std::size_t kMaxIov = 64;
 

@@ -24,10 +24,15 @@ std::string read_name(std::span<const std::byte> field, std::string_view name, s
     why = "field=";
     why += name;
     why += " has bytes after its NUL padding";
-  } else if (!is_valid_utf8(out)) {
-    why = "field=";
-    why += name;
-    why += " is not valid UTF-8";
+  }
+  if (!is_valid_utf8(out)) {
+    if (why.empty()) {
+      why = "field=";
+      why += name;
+      why += " is not valid UTF-8";
+    }
+    // Not text, so not read: an error reply echoing it would be refused by the sender's decoder.
+    out.clear();
   }
   return why;
 }

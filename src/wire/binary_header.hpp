@@ -45,8 +45,9 @@ struct BinaryHeader {
 [[nodiscard]] std::optional<std::string> check_binary_prefix(std::span<const std::byte> prefix);
 
 /// Decodes a header whose magic and version were checked. Always fills the length and as many
-/// fields as it can; returns why the frame is refused (bad type or encoding, a name that is not
-/// NUL-padded or not UTF-8), or an empty string. Reserved bytes are ignored.
+/// fields as it can (a name that is not valid UTF-8 is left empty); returns why the frame is
+/// refused (bad type or encoding, a name that is not NUL-padded or not UTF-8), or an empty
+/// string. Reserved bytes are ignored.
 [[nodiscard]] std::string parse_binary_header(std::span<const std::byte, kBinaryHeaderSize> bytes,
                                               BinaryHeader& header);
 

@@ -19,7 +19,7 @@ namespace {
 using nlohmann::json;
 using wire::Framing;
 
-constexpr std::size_t kLimit = 64 * 1024;
+constexpr std::size_t kLimit = std::size_t{64} * 1024;
 
 // Two registered peers that check, at any moment, that routing still works.
 struct Bystanders {
@@ -151,8 +151,7 @@ TEST(BrokerMalformed, InvalidJsonLinesGetErrorRepliesAndConnectionStillWorks) {
   const std::string bad[] = {
       "{not json}\n",
       "[1,2,3]\n",
-      R"({"type":"bogus","id":"x","target":"ping"})"
-      "\n",
+      std::string(R"({"type":"bogus","id":"x","target":"ping"})") + "\n",
       "{\"type\":\"event\",\"id\":\"\xff\xfe\",\"target\":\"ping\"}\n",
       R"({"type":"event","id":"cut","target":"ping","payload":{"a":})"
       "\n",

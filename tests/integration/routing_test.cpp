@@ -288,6 +288,7 @@ TEST(BrokerOrder, InterleavedSendersEachKeepTheirOrder) {
     registered_ok(*senders.back(), "sender" + std::to_string(s));
   }
   std::vector<std::jthread> writers;
+  writers.reserve(kSenders);
   for (int s = 0; s < kSenders; ++s) {
     writers.emplace_back([&, s] {
       for (int i = 0; i < kEach; ++i) {

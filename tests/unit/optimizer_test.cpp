@@ -377,6 +377,7 @@ TEST(Optimizer, MessagesFromOneSourceToOneTargetKeepTheirOrder) {
   optimizer.start();
 
   std::vector<std::thread> producers;
+  producers.reserve(kProducers);
   for (int p = 0; p < kProducers; ++p) {
     producers.emplace_back([&, p] {
       for (int i = 0; i < kPerProducer; ++i) {

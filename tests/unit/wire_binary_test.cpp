@@ -243,6 +243,94 @@ TEST(WireBinaryDecode, RefusesEmptyId) {
   EXPECT_EQ(out.errors[0].text, "field=id empty");
 }
 
+/// The broker's reply to `error` on a binary connection, read back by the codec.
+Message reply_read_back(const ProtocolError& error) {
+  std::string frame;
+  const EncodeResult r = encode_binary(make_error_reply(error, "sender"), frame);
+  EXPECT_TRUE(r.ok()) << r.text;
+  const Decoded back = decode_all(frame);
+  EXPECT_TRUE(back.errors.empty()) << (back.errors.empty() ? "" : back.errors.front().text);
+  EXPECT_EQ(back.messages.size(), 1U);
+  return back.messages.empty() ? Message{} : back.messages.front();
+}
+
+// A name that is not text was echoed into the error reply, which the sender's own decoder then
+// refused, so the sender never learnt why its frame was refused (found by fuzz_binary).
+TEST(WireBinaryDecode, NameThatIsNotUtf8IsRefusedAndNotEchoedInTheReply) {
+  const Decoded out = decode_all(raw_header(2, 2, 0, "\xC3\x28") + "{}" + to_binary(sample()));
+  ASSERT_EQ(out.errors.size(), 1U);
+  EXPECT_EQ(out.errors[0].text, "field=id is not valid UTF-8");
+  EXPECT_EQ(out.errors[0].after, AfterError::keep_open);
+  EXPECT_TRUE(out.errors[0].id.empty());
+  ASSERT_EQ(out.messages.size(), 1U) << "the next frame must still decode";
+  expect_same(out.messages[0], sample());
+
+  std::string bad_correlation = raw_header(0, 2, 0, "fine");
+  bad_correlation.replace(108, 2, "\xFF\xFE");
+  const Decoded second = decode_all(bad_correlation);
+  ASSERT_EQ(second.errors.size(), 1U);
+  EXPECT_EQ(second.errors[0].text, "field=correlation_id is not valid UTF-8");
+  EXPECT_EQ(second.errors[0].id, "fine");
+  EXPECT_TRUE(second.errors[0].correlation_id.empty());
+
+  const Message reply = reply_read_back(out.errors[0]);
+  EXPECT_EQ(reply.type, MessageType::error);
+  EXPECT_EQ(reply.id, kProtocolErrorId);
+  EXPECT_EQ(reply.error, "field=id is not valid UTF-8");
+  EXPECT_EQ(reply_read_back(second.errors[0]).id, "fine");
+}
+
+TEST(WireBinaryDecode, RefusesEveryLengthAboveTheLimitFromTheHeaderAlone) {
+  DecoderConfig config;
+  config.max_message_size = std::size_t{64} << 10U;
+  config.initial_buffer_size = 4096;
+  for (const std::uint32_t length :
+       {0x00010001U, 0x00100000U, 0x7FFFFFFFU, 0x80000000U, 0xFFFFFFFEU, 0xFFFFFFFFU}) {
+    Decoder decoder(config);
+    Decoded out;
+    const std::string header = raw_header(length, 0, 0, "big");
+    for (std::size_t i = 0; i < header.size(); ++i) {
+      decoder.feed(std::string_view(header).substr(i, 1));
+      drain(decoder, out);
+      EXPECT_EQ(out.errors.size(), i + 1 == header.size() ? 1U : 0U) << "length=" << length;
+    }
+    decoder.feed(std::string(4096, 'p'));  // payload bytes that follow are not kept
+    drain(decoder, out);
+    ASSERT_EQ(out.errors.size(), 1U);
+    EXPECT_EQ(out.errors[0].text, "binary frame too large: length=" + std::to_string(length) +
+                                      " max=" + std::to_string(config.max_message_size));
+    EXPECT_EQ(out.errors[0].after, AfterError::close);
+    EXPECT_EQ(decoder.buffered_bytes(), 0U);
+    EXPECT_LE(decoder.buffer_capacity(), 2 * config.initial_buffer_size);
+    EXPECT_EQ(reply_read_back(out.errors[0]).id, "big");
+  }
+}
+
+TEST(WireBinaryDecode, ErrorRepliesToBadFramesReadBackInTheCodec) {
+  std::string after_padding = raw_header(0, 0, 0, "ab");
+  after_padding[12 + 5] = 'z';
+  std::string bad_version = raw_header(0);
+  bad_version[2] = 9;
+  const std::string frames[] = {
+      raw_header(0, 7, 0, "t"),
+      raw_header(0, 0, 5, "e"),
+      after_padding,
+      raw_header(0, 0, 0, ""),
+      bad_version,
+      "V3",
+      raw_header(3, 3, 0, "j") + "[1]",
+      raw_header(3, 3, 1, "g") + "gob",
+  };
+  for (const std::string& frame : frames) {
+    const Decoded out = decode_all(frame);
+    ASSERT_EQ(out.errors.size(), 1U) << frame.substr(0, 3);
+    const Message reply = reply_read_back(out.errors[0]);
+    EXPECT_EQ(reply.type, MessageType::error);
+    EXPECT_EQ(reply.error, out.errors[0].text);
+    EXPECT_FALSE(reply.id.empty());
+  }
+}
+
 TEST(WireBinaryDecode, ToleratesNonZeroReservedBytes) {
   std::string frame = raw_header(2) + "{}";
   frame[5] = 1;

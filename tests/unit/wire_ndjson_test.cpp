@@ -216,6 +216,62 @@ TEST(WireNdjsonDecode, UnescapesEscapedNewlineInsideString) {
   EXPECT_EQ(m.error, std::string_view("line1\nline2\0", 12));
 }
 
+TEST(WireNdjsonDecode, ErrorRepliesToBadLinesReadBackInTheCodec) {
+  struct Case {
+    std::string_view line;
+    std::string_view id;  // what the reply's id must be
+  };
+  const Case cases[] = {
+      {"{\"type\":\"event\",\"id\":\"e\",\"\xFF\":1}\n", kProtocolErrorId},
+      {"{\"type\":\"event\",\"id\":\"\xC3\x28\"}\n", kProtocolErrorId},
+      {"{\"type\":\"event\",\"id\":\"e\",\"payload\":\"\xED\xA0\x80\"}\n", kProtocolErrorId},
+      {" 42\n", kProtocolErrorId},
+      {" \"text\"\n", kProtocolErrorId},
+      {" null\n", kProtocolErrorId},
+      {"{\"type\":\"event\",\"id\":7}\n", kProtocolErrorId},
+      {"{\"type\":\"event\",\"id\":\"m\",\"target\":{}}\n", "m"},
+      {"{\"type\":[],\"id\":\"m\"}\n", kProtocolErrorId},
+      {"{\"type\":\"\",\"id\":\"m\",\"correlation_id\":\"c\"}\n", "m"},
+      {"{\"type\":\"event\",\"id\":\"m\"} []\n", kProtocolErrorId},
+  };
+  for (const Case& c : cases) {
+    const ProtocolError e = decode_error(c.line);
+    EXPECT_EQ(e.after, AfterError::keep_open) << c.line;
+    std::string encoded;
+    const EncodeResult r = encode_ndjson(make_error_reply(e, "sender"), encoded);
+    ASSERT_TRUE(r.ok()) << c.line << " -> " << r.text;
+    const Message reply = decode_one(encoded);
+    EXPECT_EQ(reply.type, MessageType::error) << c.line;
+    EXPECT_EQ(reply.id, c.id) << c.line;
+    EXPECT_EQ(reply.error, e.text) << c.line;
+    EXPECT_EQ(reply.target, "sender");
+  }
+}
+
+TEST(WireNdjsonDecode, RawNewlineInsideStringEndsTheLineAndTheNextLineStillDecodes) {
+  // 0x0A is the line end even inside a string: both halves are refused, nothing is merged.
+  const Decoded out = decode_all(
+      "{\"type\":\"event\",\"id\":\"a\",\"payload\":\"one\ntwo\"}\n"
+      "{\"type\":\"event\",\"id\":\"b\",\"payload\":\"one\\ntwo\"}\n");
+  ASSERT_EQ(out.errors.size(), 2U);
+  EXPECT_NE(out.errors[0].text.find("invalid JSON"), std::string::npos) << out.errors[0].text;
+  ASSERT_EQ(out.messages.size(), 1U);
+  EXPECT_EQ(out.messages[0].id, "b");
+  EXPECT_EQ(out.messages[0].payload.view(), "\"one\\ntwo\"");
+}
+
+TEST(WireNdjsonEncode, LineSeparatorsInPayloadPassRawAndInFieldsAreEscaped) {
+  const std::string payload = "{\"s\":\"\xE2\x80\xA8|\xE2\x80\xA9\"}";
+  const Message m =
+      decode_one("{\"type\":\"event\",\"id\":\"\xE2\x80\xA9\",\"payload\":" + payload + "}\n");
+  EXPECT_EQ(m.payload.view(), payload);
+  const std::string line = to_ndjson(m, {JsonPayloadCheck::trust});
+  EXPECT_EQ(line, "{\"type\":\"event\",\"id\":\"\\u2029\",\"payload\":" + payload + "}\n");
+  const Message back = decode_one(line);
+  EXPECT_EQ(back.id, m.id);
+  EXPECT_EQ(back.payload.view(), payload);
+}
+
 TEST(WireNdjsonDecode, ResynchronisesOnNextLineAfterBadLine) {
   const Decoded out = decode_all(
       "{\"type\":\"event\",\"id\":\"1\"}\n"
