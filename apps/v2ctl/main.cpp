@@ -1,7 +1,4 @@
-// v2ctl: command-line client of the v2broker daemon.
-//
-// Exit codes: 0 success, 1 the broker (or the target) answered with an error reply, 2 usage
-// error, 3 cannot connect or an I/O error (including a reply that did not come in time).
+// v2ctl: command-line client of the v2broker daemon. Exit codes are in failure.hpp.
 
 #include <poll.h>
 #include <sys/signalfd.h>
@@ -20,21 +17,18 @@
 #include <string>
 #include <string_view>
 
+#include "failure.hpp"
 #include "simdjson.h"
 #include "sys/error.hpp"
+#include "top.hpp"
 #include "v2broker/client.hpp"
 #include "v2broker/message.hpp"
 #include "v2broker/wire.hpp"
 
 namespace {
 
-enum class Exit : int { ok = 0, broker_error = 1, usage = 2, io = 3 };
-
-/// An error that ends the program with `code` after printing `text` to stderr.
-struct Failure {
-  Exit code;
-  std::string text;
-};
+using v2ctl::Exit;
+using v2ctl::Failure;
 
 struct Common {
   std::string socket_path = v2::default_socket_path();
@@ -508,6 +502,33 @@ int run(int argc, char** argv) {
       "status", "What each Linux tuning achieved, per thread, and why not, with the fix.");
   status->add_flag("--json", status_json, "print the payload as JSON");
 
+  std::string top_interval = "1s";
+  bool top_once = false;
+  CLI::App* top = app.add_subcommand(
+      "top", "A live view of the broker: rates, queue, drops, latency, workers, tuning.");
+  top->footer(
+      "Shows uptime, connections and names, message rates (total and by type, from the counter "
+      "changes over each interval, leaving out the view's own calls), queue depth and "
+      "saturation, drops and refusals by reason (total, and +change over the interval), queue "
+      "and route latency (the broker's last stats interval, and since start), per-worker load, "
+      "and the tuning in force per thread with the reason for what is not.\n"
+      "On a terminal the view is redrawn in place (space refreshes at once) until q, Ctrl-C, "
+      "SIGTERM or SIGHUP (exit 0). "
+      "When stdout is not a terminal, or with --once, it prints one plain snapshot after one "
+      "interval and exits 0. If the broker goes away it exits 3 with a message on stderr.");
+  top->add_option("--interval", top_interval,
+                  "time between refreshes, and the period of the rates (e.g. 500ms, 2s; at "
+                  "least 50ms)")
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            return v2ctl::parse_interval(text) ? std::string()
+                                               : "not an interval of at least 50ms (examples: "
+                                                 "200ms, 1s, 0.5s)";
+          },
+          "DURATION"))
+      ->capture_default_str();
+  top->add_flag("--once", top_once, "print one plain snapshot and exit, even on a terminal");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -525,6 +546,16 @@ int run(int argc, char** argv) {
   }
   if (stats->parsed()) {
     return run_stats(common, stats_json);
+  }
+  if (top->parsed()) {
+    v2ctl::TopOptions options;
+    options.socket_path = common.socket_path;
+    options.framing =
+        common.framing == "binary" ? v2::wire::Framing::binary : v2::wire::Framing::ndjson;
+    options.timeout = common.timeout();
+    options.interval = v2ctl::parse_interval(top_interval).value_or(options.interval);
+    options.once = top_once;
+    return v2ctl::run_top(options);
   }
   return run_status(common, status_json);
 }

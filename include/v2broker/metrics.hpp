@@ -22,6 +22,24 @@ struct LatencySummary {
   double mean = 0.0;
 };
 
+/// A latency distribution as cumulative counts at chosen bounds, for exposition formats with
+/// fixed buckets (Prometheus). The internal buckets are exact below 256 ns and under 1/128 of
+/// their values wide above; a bound that falls inside one counts only the buckets wholly at or
+/// below it, so `cumulative[i]` never includes a value above `bounds[i]` but may leave out values
+/// less than 1/128 below it (they are counted at the next bound).
+struct LatencyHistogram {
+  std::vector<std::uint64_t> bounds;      ///< nanoseconds, ascending, as asked
+  std::vector<std::uint64_t> cumulative;  ///< values at or below each bound, as above
+  std::uint64_t count = 0;                ///< every value; never less than any cumulative count
+  std::uint64_t sum = 0;                  ///< nanoseconds, of every value
+};
+
+/// The optimizer's two latency distributions since start (see MetricsSnapshot).
+struct LatencyHistograms {
+  LatencyHistogram queue;  ///< offer to taken by a worker
+  LatencyHistogram route;  ///< time in the router per message
+};
+
 /// Messages the optimizer took responsibility for and will not route, by reason.
 struct DropCounts {
   std::uint64_t full = 0;       ///< refused: queue full under `drop`, or `timeout` with zero wait

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -108,6 +109,13 @@ class Optimizer {
 
   /// Counters and latency percentiles; safe from any thread, at any time.
   [[nodiscard]] MetricsSnapshot metrics() const;
+
+  /// The latency histograms since start as cumulative counts at `bounds_ns` (strictly
+  /// ascending, else std::invalid_argument). Safe from any thread; takes no lock the workers or
+  /// producers use (counts recorded during the call may be left out, and `sum` may be read a
+  /// few values apart from the counts). Allocates.
+  [[nodiscard]] LatencyHistograms latency_histograms(
+      std::span<const std::uint64_t> bounds_ns) const;
 
   /// What each tuning achieved, read back from the kernel now, for every thread of the process.
   [[nodiscard]] TuningReport tuning_report() const;

@@ -100,7 +100,7 @@ enum class DecodeStatus : std::uint8_t {
 /// Not thread-safe: one connection, one thread at a time.
 class Decoder {
  public:
-  explicit Decoder(DecoderConfig config = {});
+  explicit Decoder(const DecoderConfig& config = {});
   Decoder(const Decoder&) = delete;
   Decoder& operator=(const Decoder&) = delete;
   Decoder(Decoder&& other) noexcept;

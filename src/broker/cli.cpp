@@ -16,7 +16,10 @@
 #include <string>
 #include <vector>
 
+#include "broker/access.hpp"
 #include "broker/check.hpp"
+#include "broker/log_format.hpp"
+#include "broker/metrics_http.hpp"
 #include "broker/server.hpp"
 #include "v2broker/client.hpp"
 #include "v2broker/config.hpp"
@@ -174,6 +177,9 @@ int broker_main(int argc, char** argv) {
   // writes each receiver's share with one system call. A lone message still goes out at once.
   options.optimizer.batch_size = 64;
   std::string socket_mode = "0600";
+  std::string socket_group;
+  std::vector<std::string> allow_uid;
+  std::vector<std::string> allow_gid;
   std::string offer_policy = std::string(to_string(defaults.offer_policy));
   std::string offer_timeout = "0";
   std::string flush_interval = "0";
@@ -188,6 +194,9 @@ int broker_main(int argc, char** argv) {
   std::string shutdown_timeout = "5s";
   std::string stall_timeout = "1s";
   std::string log_level = "info";
+  std::string log_format = "text";
+  std::string metrics_listen;
+  bool metrics_allow_remote = false;
   bool no_pin = false;
   bool no_nice = false;
   bool no_ioprio = false;
@@ -197,6 +206,17 @@ int broker_main(int argc, char** argv) {
   app.add_option("--socket", options.socket_path, "Unix socket path")->capture_default_str();
   app.add_option("--socket-mode", socket_mode, "Permissions of the socket file (octal)")
       ->capture_default_str();
+  app.add_option("--socket-group", socket_group,
+                 "Group of the socket file (name or number); with --socket-mode 0660 its "
+                 "members may connect");
+  app.add_option("--allow-uid", allow_uid,
+                 "Only these users may connect (comma-separated names or numbers; repeatable). "
+                 "Root and the broker's own user always may")
+      ->delimiter(',');
+  app.add_option("--allow-gid", allow_gid,
+                 "Only members of these groups (primary or supplementary) may connect, with the "
+                 "users of --allow-uid")
+      ->delimiter(',');
   app.add_option("--workers", options.optimizer.workers,
                  "Worker threads; 0 = one per allowed CPU, at least 4")
       ->check(CLI::Range(std::size_t{0}, kMaxWorkers))
@@ -272,6 +292,15 @@ int broker_main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
       ->capture_default_str();
+  app.add_option("--log-format", log_format, "text, or json: one JSON object per log line")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  app.add_option("--metrics-listen", metrics_listen,
+                 "Serve Prometheus metrics over HTTP at ADDRESS:PORT, e.g. 127.0.0.1:9464 or "
+                 "[::1]:9464 (port 0: any); off when empty");
+  app.add_flag("--metrics-allow-remote", metrics_allow_remote,
+               "Allow --metrics-listen on an address other hosts can reach (the metrics have "
+               "no authentication)");
   app.add_flag("--check", check,
                "Print what each Linux tuning would achieve here, with fixes, and exit "
                "(0: all would apply)");
@@ -285,7 +314,7 @@ int broker_main(int argc, char** argv) {
 
   spdlog::set_default_logger(spdlog::stderr_color_mt("v2broker"));
   spdlog::set_level(spdlog::level::from_str(log_level));
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  apply_log_format(parse_log_format(log_format).value_or(LogFormat::text));
 
   std::vector<std::string> problems;
   const auto policy = parse_offer_policy(offer_policy);
@@ -343,8 +372,30 @@ int broker_main(int argc, char** argv) {
     }
     options.socket_mode = static_cast<mode_t>(mode);
   }
+  if (!socket_group.empty()) {
+    options.socket_group = resolve_group(socket_group);
+    if (!options.socket_group) {
+      problems.push_back("--socket-group=" + socket_group + ": no such group (a name or a number)");
+    }
+  }
+  options.access = AccessPolicy(resolve_users(allow_uid, "--allow-uid", problems),
+                                resolve_groups(allow_gid, "--allow-gid", problems), ::geteuid());
   for (const ConfigIssue& issue : validate(options.optimizer)) {
     problems.push_back(flag_for(issue.field) + "=" + issue.value + ": " + issue.reason);
+  }
+  std::optional<MetricsEndpoint> metrics_endpoint;
+  if (!metrics_listen.empty()) {
+    std::string why;
+    metrics_endpoint = parse_metrics_endpoint(metrics_listen, why);
+    if (metrics_endpoint && !metrics_endpoint->is_loopback() && !metrics_allow_remote) {
+      why =
+          "not a loopback address; the metrics have no authentication, so serving them to "
+          "other hosts needs --metrics-allow-remote";
+      metrics_endpoint.reset();
+    }
+    if (!metrics_endpoint) {
+      problems.push_back("--metrics-listen=" + metrics_listen + ": " + why);
+    }
   }
   if (!problems.empty()) {
     for (const auto& problem : problems) {
@@ -372,6 +423,17 @@ int broker_main(int argc, char** argv) {
       } else {
         spdlog::warn("tuning: {}", line);
       }
+    }
+    std::optional<MetricsHttpServer> metrics;  // destroyed before the server it reads
+    if (metrics_endpoint) {
+      metrics.emplace(*metrics_endpoint, [&server] { return server.prometheus_text(); });
+      if (!metrics_endpoint->is_loopback()) {
+        spdlog::warn(
+            "metrics: serving http://{}/metrics to other hosts, without "
+            "authentication (--metrics-allow-remote)",
+            metrics->bound_address());
+      }
+      spdlog::info("metrics: serving http://{}/metrics", metrics->bound_address());
     }
     return server.run();
   } catch (const std::exception& error) {

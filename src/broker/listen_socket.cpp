@@ -1,5 +1,7 @@
 #include "broker/listen_socket.hpp"
 
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -7,7 +9,10 @@
 
 #include <array>
 #include <cerrno>
+#include <charconv>
+#include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <utility>
@@ -47,9 +52,56 @@ bool someone_listens(const sockaddr_un& address) {
   return live;
 }
 
+// systemd socket activation (sd_listen_fds(3)) done by hand: the protocol is two environment
+// variables and a fixed descriptor number, not worth a dependency on libsystemd. The broker
+// takes one socket, descriptor 3 (SD_LISTEN_FDS_START). The variables are unset either way, as
+// sd_listen_fds does, so that no child inherits them. Returns nothing when the broker should
+// bind its socket itself.
+std::optional<int> activated_socket(const std::string& path) {
+  constexpr int kListenFdsStart = 3;
+  const char* pid_text = std::getenv("LISTEN_PID");
+  const char* fds_text = std::getenv("LISTEN_FDS");
+  const std::string listen_pid = pid_text == nullptr ? "" : pid_text;
+  const std::string listen_fds = fds_text == nullptr ? "" : fds_text;
+  ::unsetenv("LISTEN_PID");
+  ::unsetenv("LISTEN_FDS");
+  ::unsetenv("LISTEN_FDNAMES");
+
+  long pid = 0;
+  if (listen_pid.empty() ||
+      std::from_chars(listen_pid.data(), listen_pid.data() + listen_pid.size(), pid).ec !=
+          std::errc() ||
+      pid != ::getpid()) {
+    return std::nullopt;  // not for this process (or not set)
+  }
+  int count = 0;
+  const auto [rest, error] =
+      std::from_chars(listen_fds.data(), listen_fds.data() + listen_fds.size(), count);
+  if (error != std::errc() || rest != listen_fds.data() + listen_fds.size() || count < 0) {
+    fail(path, "socket activation: LISTEN_FDS=" + listen_fds + " is not a count of descriptors");
+  }
+  if (count == 0) {
+    return std::nullopt;
+  }
+  if (count > 1) {
+    spdlog::warn("socket activation: LISTEN_FDS={}; only fd={} is used, the others are ignored",
+                 count, kListenFdsStart);
+  }
+  return kListenFdsStart;
+}
+
 }  // namespace
 
-ListenSocket::ListenSocket(std::string path, mode_t mode, int backlog) : path_(std::move(path)) {
+ListenSocket::ListenSocket(std::string path, mode_t mode, std::optional<gid_t> group, int backlog)
+    : path_(std::move(path)) {
+  if (const auto fd = activated_socket(path_)) {
+    adopt(*fd);
+    return;
+  }
+  bind_new(mode, group, backlog);
+}
+
+void ListenSocket::bind_new(mode_t mode, std::optional<gid_t> group, int backlog) {
   const sockaddr_un address = address_of(path_);
 
   struct stat existing {};
@@ -71,6 +123,8 @@ ListenSocket::ListenSocket(std::string path, mode_t mode, int backlog) : path_(s
   }
   // The umask must not widen or narrow the requested mode: bind creates the file with
   // 0777 & ~umask, so make it owner-only during bind and chmod to the requested mode after.
+  // The group is changed while the file is still owner-only, so no one outside the requested
+  // group ever gets the group's permissions.
   const mode_t old_mask = ::umask(0177);
   const int bound = ::bind(fd_, reinterpret_cast<const sockaddr*>(&address), sizeof(address));
   const int bind_error = errno;
@@ -83,6 +137,13 @@ ListenSocket::ListenSocket(std::string path, mode_t mode, int backlog) : path_(s
   if (::stat(path_.c_str(), &created) == 0) {
     device_ = created.st_dev;
     inode_ = created.st_ino;
+  }
+  if (group && ::lchown(path_.c_str(), static_cast<uid_t>(-1), *group) != 0) {
+    const int error = errno;
+    close();
+    fail(path_,
+         "chown group=" + std::to_string(*group) + ": " + errno_text(error) +
+             (error == EPERM ? " (the broker must run as root or as a member of the group)" : ""));
   }
   if (::chmod(path_.c_str(), mode) != 0) {
     const int error = errno;
@@ -98,6 +159,47 @@ ListenSocket::ListenSocket(std::string path, mode_t mode, int backlog) : path_(s
   }
 }
 
+// Checks that the passed descriptor is what the broker needs, and takes it over.
+void ListenSocket::adopt(int fd) {
+  const auto refuse = [fd](const std::string& why) {
+    throw std::runtime_error("socket activation fd=" + std::to_string(fd) + ": " + why);
+  };
+  const auto option = [&](int name, const char* label) {
+    int value = 0;
+    socklen_t length = sizeof(value);
+    if (::getsockopt(fd, SOL_SOCKET, name, &value, &length) != 0) {
+      refuse(std::string("getsockopt(") + label + "): " + errno_text(errno) +
+             " (systemd must pass one listening Unix stream socket)");
+    }
+    return value;
+  };
+  if (option(SO_DOMAIN, "SO_DOMAIN") != AF_UNIX || option(SO_TYPE, "SO_TYPE") != SOCK_STREAM ||
+      option(SO_ACCEPTCONN, "SO_ACCEPTCONN") == 0) {
+    refuse(
+        "not a listening Unix stream socket (the socket unit needs ListenStream=/path and "
+        "Accept=no)");
+  }
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
+      ::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+    refuse("fcntl: " + errno_text(errno));
+  }
+  fd_ = fd;
+  inherited_ = true;
+
+  sockaddr_un bound{};
+  socklen_t length = sizeof(bound);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &length) == 0 &&
+      length > offsetof(sockaddr_un, sun_path) && bound.sun_path[0] != '\0') {
+    path_ = std::string(bound.sun_path,
+                        ::strnlen(bound.sun_path, length - offsetof(sockaddr_un, sun_path)));
+  }
+  spdlog::info(
+      "socket activation: listening on fd={} socket={}; its path, mode and group are the socket "
+      "unit's, and the file is left in place at exit",
+      fd, path_);
+}
+
 ListenSocket::~ListenSocket() {
   close();
 }
@@ -107,6 +209,9 @@ void ListenSocket::close() noexcept {
     return;
   }
   ::close(std::exchange(fd_, -1));
+  if (inherited_) {
+    return;  // systemd created the file and keeps it for the next start
+  }
   struct stat current {};
   if (::lstat(path_.c_str(), &current) == 0 && current.st_dev == device_ &&
       current.st_ino == inode_) {

@@ -25,6 +25,14 @@ nlohmann::json latency_json(const LatencySummary& s) {
           {"p999_ns", s.p999}, {"max_ns", s.max}, {"mean_ns", s.mean}};
 }
 
+nlohmann::json workers_json(const std::vector<WorkerMetrics>& workers) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const WorkerMetrics& w : workers) {
+    j.push_back({{"routed", w.routed}, {"batches", w.batches}, {"queued", w.queued}});
+  }
+  return j;
+}
+
 }  // namespace
 
 nlohmann::json to_json(const TuningReport& report) {
@@ -101,6 +109,25 @@ nlohmann::json to_json(const MetricsSnapshot& m) {
       {"route_latency", latency_json(m.route_latency)},
       {"recent_queue_latency", latency_json(m.recent_queue_latency)},
       {"recent_route_latency", latency_json(m.recent_route_latency)},
+      {"workers", workers_json(m.workers)},
+  };
+}
+
+nlohmann::json to_json(const RefusalCounts& c) {
+  return {
+      {"connections",
+       {{"not_allowed", c.not_allowed},
+        {"too_many_connections", c.too_many_connections},
+        {"out_of_descriptors", c.out_of_descriptors},
+        {"total", c.not_allowed + c.too_many_connections + c.out_of_descriptors}}},
+      {"messages",
+       {{"unknown_target", c.unknown_target},
+        {"target_disconnected", c.target_disconnected},
+        {"slow_receiver", c.slow_receiver},
+        {"undeliverable", c.undeliverable}}},
+      {"protocol_errors", c.protocol_errors},
+      {"error_replies", c.error_replies},
+      {"replies_dropped", c.replies_dropped},
   };
 }
 

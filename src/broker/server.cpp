@@ -24,6 +24,7 @@
 
 #include "broker/connection.hpp"
 #include "broker/listen_socket.hpp"
+#include "broker/prometheus.hpp"
 #include "broker/registry.hpp"
 #include "broker/reports.hpp"
 #include "sys/error.hpp"
@@ -37,9 +38,13 @@ using sys::errno_text;
 
 using Clock = std::chrono::steady_clock;
 
-constexpr std::size_t kReadChunk = 64 * 1024;
+constexpr std::size_t kReadChunk = std::size_t{64} * 1024;
 // Bytes read from one connection per turn before the loop serves the others.
-constexpr std::size_t kReadBudget = 256 * 1024;
+constexpr std::size_t kReadBudget = std::size_t{256} * 1024;
+// Replies from the broker itself (errors, call results) may take a receiver's outgoing buffer
+// this far past --max-outgoing: a sender that reads, but has a large message on its way to it,
+// still learns that a message of its own was refused. One that never reads stays bounded.
+constexpr std::size_t kReplyHeadroom = std::size_t{64} * 1024;
 constexpr int kMaxEvents = 256;
 // epoll user data of the two fixed descriptors; connections use their id (from 16 on).
 constexpr std::uint64_t kListenTag = 1;
@@ -119,7 +124,7 @@ class Server::Impl final : public Router {
  public:
   explicit Impl(BrokerOptions options)
       : options_(std::move(options)),
-        listener_(options_.socket_path, options_.socket_mode),
+        listener_(options_.socket_path, options_.socket_mode, options_.socket_group),
         optimizer_(*this, options_.optimizer),
         touched_(optimizer_.worker_count()) {
     decoder_config_.max_message_size = options_.max_message_size;
@@ -144,6 +149,9 @@ class Server::Impl final : public Router {
     watch(listener_.fd(), kListenTag, EPOLLIN);
     watch(signal_fd_, kSignalTag, EPOLLIN);
     watch(wake_fd_, kWakeTag, EPOLLIN);
+    if (options_.access.restricts()) {
+      spdlog::info("access: only these may connect: {}", options_.access.describe());
+    }
     optimizer_.start();
   }
 
@@ -166,6 +174,7 @@ class Server::Impl final : public Router {
 
   TuningReport tuning_report() const { return optimizer_.tuning_report(); }
   const std::string& socket_path() const noexcept { return listener_.path(); }
+  std::string prometheus_text() const;
 
   // ---- Router: runs on the optimizer's workers ----
 
@@ -242,7 +251,15 @@ class Server::Impl final : public Router {
       const std::lock_guard lock(receiver.out_mutex);
       if (receiver.dead) {
         refusal = "target disconnected: " + message.target;
-      } else if (receiver.out.size() >= options_.max_outgoing_bytes && may_drop_for(receiver)) {
+        target_disconnected_.fetch_add(1, std::memory_order_relaxed);
+      } else if (kind == Delivery::reply &&
+                 receiver.out.size() >= options_.max_outgoing_bytes + kReplyHeadroom &&
+                 may_drop_for(receiver)) {
+        // A reply is not routed further: nobody to tell, it is only counted.
+        replies_dropped_.fetch_add(1, std::memory_order_relaxed);
+        return;
+      } else if (kind == Delivery::routed && receiver.out.size() >= options_.max_outgoing_bytes &&
+                 may_drop_for(receiver)) {
         receiver.dropped_slow.fetch_add(1, std::memory_order_relaxed);
         slow_drops_.fetch_add(1, std::memory_order_relaxed);
         if (options_.slow_receiver == SlowReceiverPolicy::disconnect) {
@@ -253,6 +270,7 @@ class Server::Impl final : public Router {
                   std::to_string(receiver.out.size()) + " bytes)";
       } else if (auto status = encode_into(receiver, message); !status.ok()) {
         refusal = "cannot deliver to " + message.target + ": " + status.text;
+        undeliverable_.fetch_add(1, std::memory_order_relaxed);
       }
     }
     if (!refusal.empty()) {
@@ -344,11 +362,29 @@ class Server::Impl final : public Router {
 
   std::optional<Message> answer_call(const Message& call);
 
+  RefusalCounts refusal_counts() const noexcept {
+    RefusalCounts c;
+    c.not_allowed = refused_not_allowed_.load(std::memory_order_relaxed);
+    c.too_many_connections = refused_max_connections_.load(std::memory_order_relaxed);
+    c.out_of_descriptors = refused_no_descriptor_.load(std::memory_order_relaxed);
+    c.unknown_target = unknown_target_.load(std::memory_order_relaxed);
+    c.target_disconnected = target_disconnected_.load(std::memory_order_relaxed);
+    c.slow_receiver = slow_drops_.load(std::memory_order_relaxed);
+    c.undeliverable = undeliverable_.load(std::memory_order_relaxed);
+    c.protocol_errors = protocol_errors_.load(std::memory_order_relaxed);
+    c.error_replies = errors_.load(std::memory_order_relaxed);
+    c.replies_dropped = replies_dropped_.load(std::memory_order_relaxed);
+    return c;
+  }
+
   void wake_io() noexcept {
     // A worker asks the I/O loop to look at close requests.
     close_pending_.store(true, std::memory_order_release);
     const std::uint64_t one = 1;
-    (void)::write(wake_fd_, &one, sizeof(one));  // a full counter already means "wake up"
+    // Nothing to do on failure: EAGAIN means the counter is full, which already means "wake up".
+    // (A named result: a (void) cast does not silence warn_unused_result under FORTIFY_SOURCE.)
+    const ssize_t written = ::write(wake_fd_, &one, sizeof(one));
+    static_cast<void>(written);
   }
 
   // ---- I/O thread ----
@@ -386,6 +422,7 @@ class Server::Impl final : public Router {
 
   bool refuse_with_spare_descriptor(const std::string& why) {
     refused_connections_.fetch_add(1, std::memory_order_relaxed);
+    refused_no_descriptor_.fetch_add(1, std::memory_order_relaxed);
     if (descriptor_log_.should_log()) {
       spdlog::warn(
           "accept: {}: turning connections away (connections={}, raise the open files "
@@ -405,6 +442,7 @@ class Server::Impl final : public Router {
   }
 
   void accept_all();
+  void refuse_not_allowed(int fd, const ucred& peer, const std::string& why);
   void read_from(const std::shared_ptr<Connection>& connection);
   // Decodes what is buffered and handles it; false when the connection was closed.
   bool drain_decoder(const std::shared_ptr<Connection>& connection);
@@ -435,6 +473,7 @@ class Server::Impl final : public Router {
   int spare_fd_ = -1;  // kept open to accept-and-refuse when out of descriptors
   RateLimitedLog descriptor_log_;
   RateLimitedLog refusal_log_;
+  RateLimitedLog access_log_;
   std::uint64_t next_id_ = kFirstConnectionId;
   std::unordered_map<std::uint64_t, std::shared_ptr<Connection>> connections_;  // I/O thread
   std::deque<std::shared_ptr<Connection>> ready_;  // connections with unread input
@@ -451,14 +490,37 @@ class Server::Impl final : public Router {
   std::atomic<std::uint64_t> errors_{0};
   std::atomic<std::uint64_t> unknown_target_{0};
   std::atomic<std::uint64_t> slow_drops_{0};
-  std::atomic<std::uint64_t> refused_connections_{0};
+  std::atomic<std::uint64_t> replies_dropped_{0};
+  std::atomic<std::uint64_t> refused_connections_{0};  // for any of the three reasons below
+  std::atomic<std::uint64_t> refused_not_allowed_{0};
+  std::atomic<std::uint64_t> refused_max_connections_{0};
+  std::atomic<std::uint64_t> refused_no_descriptor_{0};
+  std::atomic<std::uint64_t> target_disconnected_{0};
+  std::atomic<std::uint64_t> undeliverable_{0};
   std::atomic<std::uint64_t> protocol_errors_{0};
   const Clock::time_point started_ = Clock::now();
+  const std::int64_t started_wall_ns_ = wall_ns();
   std::uint64_t errors_at_last_rate_ = 0;
   Clock::time_point last_rate_time_ = Clock::now();
   double error_rate_ = 0.0;
   std::mutex rate_mutex_;
 };
+
+std::string Server::Impl::prometheus_text() const {
+  ExpositionInput in;
+  for (std::size_t t = 0; t < kMessageTypeCount; ++t) {
+    in.broker.received_by_type[t] = received_by_type_[t].load(std::memory_order_relaxed);
+  }
+  in.broker.delivered = delivered_.load(std::memory_order_relaxed);
+  in.broker.refused = refusal_counts();
+  in.broker.connections = registry_.size();
+  in.broker.registered_names = registry_.names().size();
+  in.optimizer = optimizer_.metrics();
+  in.latency = optimizer_.latency_histograms(latency_bucket_bounds_ns());
+  in.tuning = optimizer_.tuning_report();
+  in.start_time_ns = started_wall_ns_;
+  return render_exposition(in);
+}
 
 std::optional<Message> Server::Impl::answer_call(const Message& call) {
   if (call.type != MessageType::request) {
@@ -479,6 +541,7 @@ std::optional<Message> Server::Impl::answer_call(const Message& call) {
         {"error_count", received_by_type_[3].load()},
         {"first_message_time", rfc3339(first_message_ns_.load())},
         {"last_message_time", rfc3339(last_message_ns_.load())},
+        {"start_time", rfc3339(started_wall_ns_)},
     };
     nlohmann::json per_process = nlohmann::json::object();
     for (const auto& [name, connection] : registry_.names()) {
@@ -496,7 +559,8 @@ std::optional<Message> Server::Impl::answer_call(const Message& call) {
     }
     return make_response(call, {{"total", std::move(total)},
                                 {"per_process", per_process},
-                                {"optimizer", to_json(optimizer_.metrics())}});
+                                {"optimizer", to_json(optimizer_.metrics())},
+                                {"refused", to_json(refusal_counts())}});
   }
   if (method == "RPCGetKernelMetrics") {
     const MetricsSnapshot m = optimizer_.metrics();
@@ -573,11 +637,21 @@ void Server::Impl::accept_all() {
     }
     ucred peer{};
     socklen_t length = sizeof(peer);
-    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0) {
+    const bool known = ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &length) == 0;
+    if (!known) {
       spdlog::warn("getsockopt(SO_PEERCRED fd={}): {}", fd, errno_text(errno));
+    }
+    if (options_.access.restricts()) {
+      // Unknown credentials would read as uid 0, which is always admitted: refuse instead.
+      const std::string why = known ? options_.access.refusal(fd, peer) : "credentials unknown";
+      if (!why.empty()) {
+        refuse_not_allowed(fd, peer, why);
+        continue;
+      }
     }
     if (connections_.size() >= options_.max_connections) {
       refused_connections_.fetch_add(1, std::memory_order_relaxed);
+      refused_max_connections_.fetch_add(1, std::memory_order_relaxed);
       if (refusal_log_.should_log()) {
         spdlog::warn("refused a connection from pid={} uid={}: max_connections={} reached{}",
                      peer.pid, peer.uid, options_.max_connections, refusal_log_.suppressed_text());
@@ -599,6 +673,17 @@ void Server::Impl::accept_all() {
     registry_.add(connection);
     spdlog::debug("connection {} from pid={} uid={}", id, peer.pid, peer.uid);
   }
+}
+
+void Server::Impl::refuse_not_allowed(int fd, const ucred& peer, const std::string& why) {
+  refused_connections_.fetch_add(1, std::memory_order_relaxed);
+  refused_not_allowed_.fetch_add(1, std::memory_order_relaxed);
+  if (access_log_.should_log()) {
+    spdlog::warn("refused a connection from pid={}: {}{}", peer.pid, why,
+                 access_log_.suppressed_text());
+  }
+  turn_away(fd, "connection refused: uid=" + std::to_string(peer.uid) +
+                    " gid=" + std::to_string(peer.gid) + " is not allowed to use this broker");
 }
 
 void Server::Impl::read_from(const std::shared_ptr<Connection>& connection) {
@@ -724,6 +809,7 @@ void Server::Impl::offer_or_refuse(Connection& sender, Message&& message) {
   const OfferResult result = optimizer_.offer(std::move(message));
   if (!is_accepted(result)) {
     // offer leaves a refused message untouched, so its id and correlation id are still there.
+    // cppcheck-suppress accessMoved ; offer() moves from its argument only when it accepts it
     refuse(sender, message,
            "refused by the broker queue: " + std::string(to_string(result)) +
                " (policy=" + std::string(to_string(options_.optimizer.offer_policy)) + ")");
@@ -853,6 +939,7 @@ void Server::Impl::register_name(const std::shared_ptr<Connection>& connection,
 
 void Server::Impl::refuse(Connection& connection, const Message& message, std::string text) {
   errors_.fetch_add(1, std::memory_order_relaxed);
+  // cppcheck-suppress accessMoved ; see offer_or_refuse: a refused message is not moved from
   Message error = wire::make_error_reply(message, std::move(text));
   queue_direct(connection, error);
 }
@@ -965,7 +1052,8 @@ int Server::Impl::run() {
       }
       if (tag == kWakeTag) {
         std::uint64_t value = 0;
-        (void)::read(wake_fd_, &value, sizeof(value));
+        const ssize_t got = ::read(wake_fd_, &value, sizeof(value));  // resets the counter
+        static_cast<void>(got);  // EAGAIN: already reset by an earlier turn
         continue;
       }
       const auto it = connections_.find(tag);
@@ -1051,6 +1139,10 @@ int Server::run() {
 
 TuningReport Server::tuning_report() const {
   return impl_->tuning_report();
+}
+
+std::string Server::prometheus_text() const {
+  return impl_->prometheus_text();
 }
 
 const std::string& Server::socket_path() const noexcept {

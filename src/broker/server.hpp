@@ -6,8 +6,10 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "broker/access.hpp"
 #include "v2broker/config.hpp"
 #include "v2broker/tuning.hpp"
 
@@ -22,6 +24,10 @@ enum class SlowReceiverPolicy : unsigned char {
 struct BrokerOptions {
   std::string socket_path;
   mode_t socket_mode = 0600;
+  /// Group of the socket file; the broker's effective group when unset.
+  std::optional<gid_t> socket_group;
+  /// Which peers may connect (SO_PEERCRED); everyone who can open the socket when empty.
+  AccessPolicy access;
   OptimizerConfig optimizer;
   std::size_t max_message_size = std::size_t{50} << 20U;
   /// Bytes queued for one receiver before the slow-receiver policy applies.
@@ -58,6 +64,10 @@ class Server {
 
   [[nodiscard]] TuningReport tuning_report() const;
   [[nodiscard]] const std::string& socket_path() const noexcept;
+  /// Every counter, gauge and histogram in the Prometheus text format (prometheus.hpp). Safe
+  /// from any thread while the server exists; takes no lock the I/O thread waits for longer
+  /// than a metrics snapshot.
+  [[nodiscard]] std::string prometheus_text() const;
 
  private:
   class Impl;

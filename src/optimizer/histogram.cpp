@@ -76,6 +76,31 @@ LatencySummary HistogramCounts::summary() const noexcept {
   return s;
 }
 
+LatencyHistogram HistogramCounts::cumulative(std::span<const std::uint64_t> bounds) const {
+  LatencyHistogram out;
+  out.bounds.assign(bounds.begin(), bounds.end());
+  out.cumulative.reserve(bounds.size());
+  out.sum = sum_;
+  std::size_t next = 0;  // first bucket not yet counted
+  std::uint64_t seen = 0;
+  for (const std::uint64_t bound : bounds) {
+    // Buckets [next, end) all have upper bounds at or below `bound`; the one holding `bound`
+    // counts only if its upper bound is `bound` itself, as it may hold larger values otherwise.
+    const std::size_t holding = LogLinearBuckets::index(bound);
+    const std::size_t end = LogLinearBuckets::upper_bound(holding) == bound ? holding + 1 : holding;
+    for (; next < end; ++next) {
+      seen += counts_[next];
+    }
+    out.cumulative.push_back(seen);
+  }
+  for (; next < counts_.size(); ++next) {
+    seen += counts_[next];
+  }
+  // The total of the buckets rather than count_: a racing snapshot may have read them apart.
+  out.count = seen;
+  return out;
+}
+
 void ConcurrentHistogram::snapshot_into(HistogramCounts& out) const noexcept {
   for (std::size_t i = 0; i < counts_.size(); ++i) {
     out.counts_[i] += counts_[i].load(std::memory_order_relaxed);

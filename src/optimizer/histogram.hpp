@@ -5,6 +5,7 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "v2broker/metrics.hpp"
@@ -67,6 +68,10 @@ class HistogramCounts {
 
   [[nodiscard]] std::uint64_t count() const noexcept { return count_; }
   [[nodiscard]] std::uint64_t max() const noexcept { return max_; }
+  [[nodiscard]] std::uint64_t sum() const noexcept { return sum_; }
+  /// Cumulative counts at ascending `bounds`: for each, the values in the buckets whose upper
+  /// bound is at or below it (see LatencyHistogram), with the total over every bucket.
+  [[nodiscard]] LatencyHistogram cumulative(std::span<const std::uint64_t> bounds) const;
   /// Smallest bucket bound with at least `quantile` of the values at or below it; 0 if empty.
   [[nodiscard]] std::uint64_t value_at(double quantile) const noexcept;
   [[nodiscard]] LatencySummary summary() const noexcept;

@@ -362,12 +362,19 @@ struct Decoder::State {
   }
 };
 
-Decoder::Decoder(DecoderConfig config) {
+namespace {
+
+// The smallest workable values: a zero limit or threshold would refuse or split everything.
+DecoderConfig sane(DecoderConfig config) noexcept {
   config.max_message_size = std::max<std::size_t>(config.max_message_size, 1);
   config.initial_buffer_size = std::max<std::size_t>(config.initial_buffer_size, 256);
   config.direct_payload_threshold = std::max<std::size_t>(config.direct_payload_threshold, 1);
-  state_ = std::make_unique<State>(config);
+  return config;
 }
+
+}  // namespace
+
+Decoder::Decoder(const DecoderConfig& config) : state_(std::make_unique<State>(sane(config))) {}
 
 Decoder::Decoder(Decoder&& other) noexcept = default;
 Decoder& Decoder::operator=(Decoder&& other) noexcept = default;

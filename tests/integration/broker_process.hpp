@@ -153,6 +153,13 @@ class Process {
   }
   ~Process() { kill_and_reap(); }
 
+  /// Takes charge of a child started some other way (fork), to kill and reap it like the rest.
+  static Process adopt(pid_t pid) {
+    Process process;
+    process.pid_ = pid;
+    return process;
+  }
+
   [[nodiscard]] pid_t pid() const noexcept { return pid_; }
 
   /// True while the child has not exited (reaps it when it has).
@@ -581,6 +588,32 @@ inline Message make_message(MessageType type, std::string target, std::string id
     message.payload = Payload::copy_of(payload);
   }
   return message;
+}
+
+/// Writes all of `bytes` to `fd` with write(2) alone, so a forked child of a process that may
+/// have threads can use it before exec or _exit (async-signal-safe). Stops at an error.
+inline void write_all_raw(int fd, std::string_view bytes) noexcept {
+  while (!bytes.empty()) {
+    const ssize_t n = ::write(fd, bytes.data(), bytes.size());
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      return;
+    }
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+/// Open descriptors of `pid`, from /proc/PID/fd; -1 if unreadable.
+inline long fd_count(pid_t pid) {
+  std::error_code error;
+  long count = 0;
+  for (std::filesystem::directory_iterator it("/proc/" + std::to_string(pid) + "/fd", error), end;
+       !error && it != end; it.increment(error)) {
+    ++count;
+  }
+  return error ? -1 : count;
 }
 
 /// VmRSS of `pid` in KiB, from /proc/PID/status; -1 if unreadable.

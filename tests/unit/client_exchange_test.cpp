@@ -80,6 +80,7 @@ class Peer {
 
   void write_raw(std::string_view bytes) const {
     while (!bytes.empty()) {
+      // cppcheck-suppress invalidLifetime ; bytes views the caller's string, alive for the call
       const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
       ASSERT_GT(n, 0) << "fake broker: send errno=" << errno;
       bytes.remove_prefix(static_cast<std::size_t>(n));

@@ -89,7 +89,7 @@ TEST(WireBinaryRoundTrip, PreservesEveryFieldAndPayloadBytes) {
         m.payload = Payload::copy_of(std::string_view("\x00\xff raw\n", 7));
       }
       const Decoded out = decode_all(to_binary(m));
-      ASSERT_EQ(out.errors.size(), 0U) << out.errors.front().text;
+      ASSERT_TRUE(out.errors.empty()) << first_error_text(out);
       ASSERT_EQ(out.messages.size(), 1U);
       expect_same(out.messages[0], m);
     }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -13,6 +14,11 @@ struct Decoded {
   std::vector<Message> messages;
   std::vector<ProtocolError> errors;
 };
+
+/// The first error's text, or nothing: for assertion messages.
+inline std::string first_error_text(const Decoded& out) {
+  return out.errors.empty() ? std::string() : out.errors.front().text;
+}
 
 /// Polls until need_more, collecting messages and errors in order.
 inline void drain(Decoder& decoder, Decoded& out) {
