@@ -10,7 +10,7 @@ namespace v2::broker {
 namespace {
 
 // Payloads at least this large are queued by reference rather than copied.
-constexpr std::size_t kZeroCopyThreshold = 16 * 1024;
+constexpr std::size_t kZeroCopyThreshold = std::size_t{16} * 1024;
 // A byte segment stops growing here, so written bytes are released as the queue advances.
 constexpr std::size_t kSegmentLimit = std::size_t{256} * 1024;
 // Gather entries per sendmsg call.

@@ -231,7 +231,7 @@ class Server::Impl final : public Router {
  private:
   enum class Delivery : unsigned char { routed, reply };
 
-  void watch(int fd, std::uint64_t tag, std::uint32_t events) {
+  void watch(int fd, std::uint64_t tag, std::uint32_t events) const {
     epoll_event event{};
     event.events = events;
     event.data.u64 = tag;
@@ -292,7 +292,7 @@ class Server::Impl final : public Router {
            receiver.stalled.load(std::memory_order_relaxed);
   }
 
-  wire::EncodeResult encode_into(Connection& receiver, const Message& message) {
+  wire::EncodeResult encode_into(Connection& receiver, const Message& message) const {
     const wire::Framing framing = receiver.framing.load(std::memory_order_acquire);
     if (framing == wire::Framing::binary) {
       wire::BinaryFrame frame;
@@ -456,7 +456,7 @@ class Server::Impl final : public Router {
   void register_name(const std::shared_ptr<Connection>& connection, const Message& call);
   void refuse(Connection& connection, const Message& message, std::string text);
   void close_connection(const std::shared_ptr<Connection>& connection, const char* why);
-  void flush_from_io(Connection& connection);
+  static void flush_from_io(Connection& connection);
   void close_requested_connections();
   bool all_output_flushed();
   void log_stats();
@@ -810,7 +810,7 @@ void Server::Impl::offer_or_refuse(Connection& sender, Message&& message) {
   if (!is_accepted(result)) {
     // offer leaves a refused message untouched, so its id and correlation id are still there.
     // cppcheck-suppress accessMoved ; offer() moves from its argument only when it accepts it
-    refuse(sender, message,
+    refuse(sender, message,  // NOLINT(bugprone-use-after-move): see above
            "refused by the broker queue: " + std::string(to_string(result)) +
                " (policy=" + std::string(to_string(options_.optimizer.offer_policy)) + ")");
   }
@@ -846,7 +846,7 @@ void Server::Impl::release_held() {
   const auto now = Clock::now();
   for (auto& connection : waiting) {
     Connection& c = *connection;
-    if (connections_.count(c.id()) == 0 || !c.held) {
+    if (!connections_.contains(c.id()) || !c.held) {
       continue;  // closed meanwhile
     }
     Connection& receiver = *c.held_for;
@@ -855,7 +855,7 @@ void Server::Impl::release_held() {
       c.held_progress = written;  // still reading: keep waiting for it
       c.held_since = now;
     }
-    bool release = connections_.count(receiver.id()) == 0 ||
+    bool release = !connections_.contains(receiver.id()) ||
                    receiver.queued_bytes.load(std::memory_order_relaxed) < low_water();
     if (!release && now - c.held_since > options_.stall_timeout) {
       // The receiver stopped reading: waiting would stall this sender for nothing. Its
@@ -897,12 +897,12 @@ void Server::Impl::register_name(const std::shared_ptr<Connection>& connection,
   try {
     const auto payload = nlohmann::json::parse(call.payload.view());
     if (!payload.is_object() || !payload.contains("name") || !payload["name"].is_string()) {
-      refuse(c, call, "RPCRegister: payload must be {\"name\": \"...\"}");
+      refuse(c, call, R"(RPCRegister: payload must be {"name": "..."})");
       return;
     }
     name = payload["name"].get<std::string>();
   } catch (const nlohmann::json::exception&) {
-    refuse(c, call, "RPCRegister: payload must be {\"name\": \"...\"}");
+    refuse(c, call, R"(RPCRegister: payload must be {"name": "..."})");
     return;
   }
   if (const std::string problem = name_problem(name); !problem.empty()) {
@@ -983,13 +983,11 @@ void Server::Impl::close_requested_connections() {
 }
 
 bool Server::Impl::all_output_flushed() {
-  for (const auto& [id, connection] : connections_) {
-    const std::lock_guard lock(connection->out_mutex);
-    if (!connection->dead && !connection->out.empty()) {
-      return false;
-    }
-  }
-  return true;
+  return std::ranges::all_of(connections_, [](const auto& entry) {
+    Connection& connection = *entry.second;
+    const std::lock_guard lock(connection.out_mutex);
+    return connection.dead || connection.out.empty();
+  });
 }
 
 void Server::Impl::log_stats() {
@@ -1067,7 +1065,7 @@ int Server::Impl::run() {
       if ((event.events & (EPOLLIN | EPOLLRDHUP)) != 0 && !stopping) {
         read_from(connection);
       }
-      if ((event.events & (EPOLLHUP | EPOLLERR)) != 0 && connections_.count(tag) != 0) {
+      if ((event.events & (EPOLLHUP | EPOLLERR)) != 0 && connections_.contains(tag)) {
         close_connection(connection, "hang-up");
       }
     }
@@ -1080,7 +1078,7 @@ int Server::Impl::run() {
       for (std::size_t r = 0; r < rounds; ++r) {
         const auto connection = std::move(ready_.front());
         ready_.pop_front();
-        if (connections_.count(connection->id()) != 0) {
+        if (connections_.contains(connection->id())) {
           read_from(connection);
         }
       }

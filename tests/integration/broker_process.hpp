@@ -7,7 +7,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -19,6 +18,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -38,8 +38,6 @@
 #include "v2broker/message.hpp"
 #include "v2broker/payload.hpp"
 #include "v2broker/wire.hpp"
-
-extern char** environ;
 
 namespace v2::integration {
 
@@ -271,7 +269,7 @@ class BrokerProcess {
       : socket_path_(options.socket_path.empty() ? dir.file("broker.sock") : options.socket_path),
         log_path_(dir.file("broker" + std::to_string(next_index()) + ".log")) {
     std::vector<std::string> argv = options.prefix;
-    argv.push_back(V2BROKER_PATH);
+    argv.emplace_back(V2BROKER_PATH);
     argv.push_back("--socket=" + socket_path_);
     argv.insert(argv.end(), options.args.begin(), options.args.end());
     process_ = Process(argv, log_path_ + ".out", log_path_);
@@ -356,7 +354,7 @@ class Peer {
   }
 
   /// Writes all of `bytes`; throws HungUp when the broker closed the connection.
-  void send_bytes(std::string_view bytes) {
+  void send_bytes(std::string_view bytes) const {
     while (!bytes.empty()) {
       const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
       if (n < 0) {
@@ -406,7 +404,7 @@ class Peer {
         }
         continue;
       }
-      auto space = decoder_.writable(64 * 1024);
+      auto space = decoder_.writable(std::size_t{64} * 1024);
       const ssize_t n = ::read(fd_, space.data(), space.size());
       if (n > 0) {
         decoder_.commit(static_cast<std::size_t>(n));
@@ -542,7 +540,7 @@ class Peer {
 
  private:
   // Waits for input until `deadline`; false when none came (timeout or EINTR).
-  bool wait_readable(Clock::time_point deadline) const {
+  [[nodiscard]] bool wait_readable(Clock::time_point deadline) const {
     const auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     pollfd p{fd_, POLLIN, 0};

@@ -153,8 +153,7 @@ TEST(BrokerMalformed, InvalidJsonLinesGetErrorRepliesAndConnectionStillWorks) {
       "[1,2,3]\n",
       std::string(R"({"type":"bogus","id":"x","target":"ping"})") + "\n",
       "{\"type\":\"event\",\"id\":\"\xff\xfe\",\"target\":\"ping\"}\n",
-      R"({"type":"event","id":"cut","target":"ping","payload":{"a":})"
-      "\n",
+      std::string(R"({"type":"event","id":"cut","target":"ping","payload":{"a":})") + "\n",
   };
   for (const auto& line : bad) {
     sender.send_bytes(line);

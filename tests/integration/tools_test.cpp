@@ -451,8 +451,10 @@ TEST(BrokerTools, V2ctlTopOncePrintsCountsWorkersConnectionsAndTuning) {
   ASSERT_EQ(tuning.size(), 3 + status["threads"].size()) << out;
   for (const json& thread : status["threads"]) {
     const std::string name = thread["name"];
+    const std::string tid = std::to_string(thread["tid"].get<long>());
+    // By name and tid: sanitizer runtimes add threads named like the main thread.
     const auto it = std::find_if(tuning.begin(), tuning.end(), [&](const std::string& line) {
-      return line.rfind("  " + name + " ", 0) == 0;
+      return line.rfind("  " + name + " ", 0) == 0 && words(line).at(1) == tid;
     });
     ASSERT_NE(it, tuning.end()) << "no line for thread " << name << "\n" << out;
     const auto row = words(*it);
