@@ -286,11 +286,36 @@ void Client::send(const Message& message) {
       continue;
     }
     if (code == EPIPE || code == ECONNRESET) {
-      throw ClientError(ClientErrc::hung_up, code,
-                        "the broker closed the connection: " + sent.error().message);
+      throw ClientError(
+          ClientErrc::hung_up, code,
+          with_refusal_reason("the broker closed the connection: " + sent.error().message));
     }
     throw ClientError(ClientErrc::io, code, "cannot write to the broker: " + sent.error().message);
   }
+}
+
+// A broker that turns a connection away (not allowed, too many connections) sends one error
+// line and closes; a client busy writing or waiting for a reply sees only the hang-up. Reads
+// what is still pending, without waiting, and adds the broker's own words.
+std::string Client::with_refusal_reason(std::string what) {
+  for (int reads = 0; reads < 16; ++reads) {
+    const std::span<std::byte> space = decoder_.writable(kReadChunk);
+    const ssize_t n = ::recv(fd_, space.data(), space.size(), MSG_DONTWAIT);
+    if (n <= 0) {
+      break;
+    }
+    decoder_.commit(static_cast<std::size_t>(n));
+  }
+  try {
+    drain_decoder();
+  } catch (const ClientError&) {
+    // What could be decoded is in the inbox; the rest does not matter on a lost connection.
+  }
+  const auto refusal = std::find_if(inbox_.begin(), inbox_.end(), [](const Message& m) {
+    return m.type == MessageType::error && m.source == kBrokerName &&
+           m.id == wire::kProtocolErrorId && m.correlation_id.empty();
+  });
+  return refusal == inbox_.end() ? what : what + "; the broker said: " + refusal->error;
 }
 
 void Client::drain_decoder() {
@@ -336,8 +361,9 @@ bool Client::read_some(const Deadline& deadline) {
         [&] { return context(); });
     if (received) {
       if (received.value() == 0) {
-        throw ClientError(ClientErrc::hung_up, 0,
-                          "the broker closed the connection (" + context() + ")");
+        throw ClientError(
+            ClientErrc::hung_up, 0,
+            with_refusal_reason("the broker closed the connection (" + context() + ")"));
       }
       decoder_.commit(static_cast<std::size_t>(received.value()));
       drain_decoder();
@@ -349,8 +375,9 @@ bool Client::read_some(const Deadline& deadline) {
       continue;
     }
     if (code == ECONNRESET) {
-      throw ClientError(ClientErrc::hung_up, code,
-                        "the broker reset the connection: " + received.error().message);
+      throw ClientError(
+          ClientErrc::hung_up, code,
+          with_refusal_reason("the broker reset the connection: " + received.error().message));
     }
     if (code != EAGAIN) {
       throw ClientError(ClientErrc::io, code,

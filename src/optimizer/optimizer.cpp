@@ -32,7 +32,6 @@ constexpr std::size_t kCacheLine = 64;
 
 // Rings start small and grow towards the global capacity only if a shard needs it.
 constexpr std::size_t kInitialRingSlots = 64;
-constexpr std::size_t kMaxRoomSlack = 1024;  // at most this many free slots before producers wake
 
 std::uint64_t elapsed_ns(Clock::time_point from, Clock::time_point to) noexcept {
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(to - from).count();
@@ -151,11 +150,6 @@ class Optimizer::Impl {
     // takes CPU time from the producers and from the other workers, so they park at once.
     const std::size_t cpu_count = cpus_.empty() ? allowed_cpus().size() : distinct(cpus_);
     idle_spin_ = worker_count_ <= cpu_count ? config_.idle_spin : std::chrono::nanoseconds::zero();
-    // A quarter of the queue under `block`. Under `timeout` every free slot counts: a waiter
-    // that could have had room must not time out for want of a wake-up.
-    if (config_.offer_policy == OfferPolicy::block) {
-      room_slack_ = std::clamp<std::size_t>(config_.buffer_capacity / 4, 1, kMaxRoomSlack);
-    }
     shards_.reserve(worker_count_);
     workers_.reserve(worker_count_);
     for (std::size_t i = 0; i < worker_count_; ++i) {
@@ -249,7 +243,7 @@ class Optimizer::Impl {
         return OfferResult::stopped;
       }
       push_locked(shard, std::move(message), enqueued);
-      wake_worker = wake_due_locked(shard);
+      wake_worker = shard.wake_at != 0 && shard.ring.size() >= shard.wake_at;
     }
     if (wake_worker) {
       shard.wake.notify_one();
@@ -319,13 +313,8 @@ class Optimizer::Impl {
   void release_capacity(std::size_t count) noexcept {
     // seq_cst store-then-load against the producer's seq_cst increment-then-reserve in
     // wait_for_room: one of the two sees the other, so a waiter is never left asleep.
-    const std::size_t left = queued_.fetch_sub(count, std::memory_order_seq_cst) - count;
-    // Blocked producers wake only once room_slack_ slots are free, not for every batch a worker
-    // takes: each wake-up costs a futex call here and a context switch there. They are not
-    // left asleep: what is queued drains, and at zero the condition holds (room_slack_ is at
-    // most the capacity).
-    if (left + room_slack_ <= config_.buffer_capacity &&
-        room_waiters_.load(std::memory_order_seq_cst) != 0) {
+    queued_.fetch_sub(count, std::memory_order_seq_cst);
+    if (room_waiters_.load(std::memory_order_seq_cst) != 0) {
       { const std::lock_guard lock(room_mutex_); }
       room_.notify_all();
     }
@@ -353,16 +342,6 @@ class Optimizer::Impl {
       return false;
     }
     return reserved;
-  }
-
-  // After a push: whether the worker waits for what the shard now holds. Clears the wish, so
-  // the producers that push before the worker runs again do not each pay a futex wake-up.
-  static bool wake_due_locked(Shard& shard) noexcept {
-    if (shard.wake_at == 0 || shard.ring.size() < shard.wake_at) {
-      return false;
-    }
-    shard.wake_at = 0;
-    return true;
   }
 
   static void push_locked(Shard& shard, Message&& message, Clock::time_point enqueued) {
@@ -405,7 +384,7 @@ class Optimizer::Impl {
       push_locked(own, std::move(message), enqueued);
       result = OfferResult::accepted_evicted;
     }
-    const bool wake_worker = wake_due_locked(own);
+    const bool wake_worker = own.wake_at != 0 && own.ring.size() >= own.wake_at;
     for (std::size_t i = shards_.size(); i-- > 0;) {
       shards_[i]->mutex.unlock();
     }
@@ -553,7 +532,6 @@ class Optimizer::Impl {
   std::size_t worker_count_ = 0;
   std::vector<int> cpus_;
   std::chrono::nanoseconds idle_spin_{0};  // config_.idle_spin, or zero when oversubscribed
-  std::size_t room_slack_ = 1;             // free slots that wake producers blocked for room
   std::vector<std::unique_ptr<Shard>> shards_;
   std::vector<std::unique_ptr<WorkerState>> workers_;
 

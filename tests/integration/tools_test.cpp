@@ -617,5 +617,31 @@ TEST(BrokerTools, V2ctlTopExitsThreeWhenTheBrokerGoesAway) {
 
 #endif  // V2CTL_PATH
 
+TEST(BrokerTools, V2ctlTurnedAwayByTheAllowListSaysWhy) {
+#ifndef V2CTL_PATH
+  GTEST_SKIP() << "v2ctl is not built";
+#else
+  if (::geteuid() != 0 || ::access("/usr/bin/setpriv", X_OK) != 0) {
+    GTEST_SKIP() << "needs root and setpriv to run v2ctl as another user";
+  }
+  TempDir dir;
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);
+  BrokerProcess broker(
+      dir, BrokerProcess::Options().with_args({"--socket-mode=0666", "--allow-uid=4243"}));
+  for (const char* command : {"stats", "status"}) {
+    std::string out;
+    std::string err;
+    EXPECT_EQ(run(dir,
+                  {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                   V2CTL_PATH, "--socket=" + broker.socket_path(), command},
+                  out, &err),
+              3)
+        << err;
+    EXPECT_NE(err.find("uid=65534 gid=65534 is not allowed to use this broker"), std::string::npos)
+        << command << ": " << err;
+  }
+#endif
+}
+
 }  // namespace
 }  // namespace v2::integration
