@@ -307,6 +307,17 @@ int broker_main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
+  } catch (const CLI::ConfigError& error) {
+    // CLI11 says "INI was not able to parse workrs": name the file and what is wrong.
+    std::string what = error.what();
+    constexpr std::string_view kUnparsed = "INI was not able to parse ";
+    if (what.rfind(kUnparsed, 0) == 0) {
+      what = "unknown key '" + what.substr(kUnparsed.size()) +
+             "' (keys are the long flags without --, see v2broker --help)";
+    }
+    std::cerr << "v2broker: --config " << app.get_config_ptr()->as<std::string>() << ": " << what
+              << '\n';
+    return 2;
   } catch (const CLI::ParseError& error) {
     // --help and --version exit 0; every refused setting exits 2, as below.
     return app.exit(error) == 0 ? 0 : 2;

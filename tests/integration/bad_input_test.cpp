@@ -22,43 +22,6 @@ namespace {
 
 using wire::Framing;
 
-/// Two registered peers, one per framing, that prove routing works at any moment.
-class GoodPair {
- public:
-  explicit GoodPair(const std::string& socket_path)
-      : text_(socket_path, Framing::ndjson), binary_(socket_path, Framing::binary) {
-    EXPECT_EQ(text_.register_name("good-text").type, MessageType::response);
-    EXPECT_EQ(binary_.register_name("good-binary").type, MessageType::response);
-  }
-
-  /// A request one way and its response back; true when both arrived intact.
-  bool exchange(int round) {
-    const std::string payload = R"({"round":)" + std::to_string(round) + "}";
-    const std::string correlation_id = "g-" + std::to_string(round);
-    text_.send(make_message(MessageType::request, "good-binary", "q", payload, correlation_id));
-    const auto request = binary_.receive();
-    if (!request || request->payload.view() != payload || request->source != "good-text") {
-      return false;
-    }
-    binary_.send(make_message(MessageType::response, "good-text", "q", payload, correlation_id));
-    const auto response = text_.receive();
-    return response && response->type == MessageType::response &&
-           response->correlation_id == correlation_id && response->payload.view() == payload;
-  }
-
-  Peer& text() noexcept { return text_; }
-  Peer& binary() noexcept { return binary_; }
-
-  /// True when nothing arrived for either peer within `patience`.
-  bool nothing_arrived(std::chrono::milliseconds patience = 100ms) {
-    return !text_.receive(patience).has_value() && !binary_.receive(patience).has_value();
-  }
-
- private:
-  Peer text_;
-  Peer binary_;
-};
-
 /// A binary header written byte by byte from PROTOCOL.md, no codec involved.
 std::string binary_header(std::uint32_t length, std::string_view id, std::string_view target = {},
                           std::string_view correlation_id = {}, std::uint8_t type = 2,
@@ -124,7 +87,7 @@ bool wait_for_connections(Peer& observer, std::size_t count) {
 TEST(BadInput, LengthFieldsUpToMaxAreRefusedFromTheHeaderWithoutBuffering) {
   TempDir dir;
   BrokerProcess broker(dir);  // the default 50 MiB limit
-  GoodPair good(broker.socket_path());
+  Bystanders good(broker.socket_path(), "good-text", "good-binary");
   ASSERT_TRUE(good.exchange(0));
   const long before = rss_kib(broker.pid());
   ASSERT_GT(before, 0);
@@ -164,7 +127,7 @@ TEST(BadInput, LengthFieldsUpToMaxAreRefusedFromTheHeaderWithoutBuffering) {
 TEST(BadInput, HugeLineWithoutNewlineKeepsMemoryBoundedUntilThePeerCloses) {
   TempDir dir;
   BrokerProcess broker(dir, BrokerProcess::Options().with_args({"--max-message-size=64KiB"}));
-  GoodPair good(broker.socket_path());
+  Bystanders good(broker.socket_path(), "good-text", "good-binary");
   Peer observer(broker.socket_path(), Framing::ndjson);
   auto sender = std::make_unique<Peer>(broker.socket_path(), Framing::ndjson);
   ASSERT_EQ(sender->register_name("sender").type, MessageType::response);
@@ -200,7 +163,7 @@ TEST(BadInput, HugeLineWithoutNewlineKeepsMemoryBoundedUntilThePeerCloses) {
 TEST(BadInput, PeersClosingInTheMiddleOfAMessageDeliverNothingAndAreForgotten) {
   TempDir dir;
   BrokerProcess broker(dir);
-  GoodPair good(broker.socket_path());
+  Bystanders good(broker.socket_path(), "good-text", "good-binary");
   Peer observer(broker.socket_path(), Framing::ndjson);
   ASSERT_TRUE(good.exchange(0));
 
@@ -237,7 +200,7 @@ TEST(BadInput, PeersClosingInTheMiddleOfAMessageDeliverNothingAndAreForgotten) {
 TEST(BadInput, WrongVersionGetsAnErrorFrameAndTheConnectionIsClosed) {
   TempDir dir;
   BrokerProcess broker(dir);
-  GoodPair good(broker.socket_path());
+  Bystanders good(broker.socket_path(), "good-text", "good-binary");
   ASSERT_TRUE(good.exchange(0));
   for (const int version : {0, 2, 255}) {
     Peer sender(broker.socket_path(), Framing::binary);
@@ -261,7 +224,7 @@ TEST(BadInput, WrongVersionGetsAnErrorFrameAndTheConnectionIsClosed) {
 TEST(BadInput, BinaryNamesThatAreNotUtf8GetAReadableErrorAndTheConnectionGoesOn) {
   TempDir dir;
   BrokerProcess broker(dir);
-  GoodPair good(broker.socket_path());
+  Bystanders good(broker.socket_path(), "good-text", "good-binary");
   Peer sender(broker.socket_path(), Framing::binary);
   ASSERT_EQ(sender.register_name("sender").type, MessageType::response);
   ASSERT_TRUE(good.exchange(0));
@@ -290,7 +253,7 @@ TEST(BadInput, BinaryNamesThatAreNotUtf8GetAReadableErrorAndTheConnectionGoesOn)
 TEST(BadInput, LineSeparatorsInsideStringsPassThroughIntact) {
   TempDir dir;
   BrokerProcess broker(dir);
-  GoodPair good(broker.socket_path());
+  Bystanders good(broker.socket_path(), "good-text", "good-binary");
   Peer sender(broker.socket_path(), Framing::ndjson);
   Peer binary_sender(broker.socket_path(), Framing::binary);
   Peer text(broker.socket_path(), Framing::ndjson);
@@ -345,7 +308,7 @@ TEST(BadInput, LineSeparatorsInsideStringsPassThroughIntact) {
 TEST(BadInput, EscapedAndPrettyPrintedNewlinesStayInsideOneLine) {
   TempDir dir;
   BrokerProcess broker(dir);
-  GoodPair good(broker.socket_path());
+  Bystanders good(broker.socket_path(), "good-text", "good-binary");
   Peer sender(broker.socket_path(), Framing::ndjson);
   Peer binary_sender(broker.socket_path(), Framing::binary);
   Peer text(broker.socket_path(), Framing::ndjson);
@@ -387,7 +350,7 @@ TEST(BadInput, EscapedAndPrettyPrintedNewlinesStayInsideOneLine) {
 TEST(BadInput, JsonThatIsNotAnObjectGetsAnErrorReplyAndTheConnectionGoesOn) {
   TempDir dir;
   BrokerProcess broker(dir);
-  GoodPair good(broker.socket_path());
+  Bystanders good(broker.socket_path(), "good-text", "good-binary");
   ASSERT_TRUE(good.exchange(0));
   Peer sender(broker.socket_path(), Framing::ndjson);
   // The leading space selects NDJSON, so even the first line is answered, not closed.
@@ -407,7 +370,7 @@ TEST(BadInput, JsonThatIsNotAnObjectGetsAnErrorReplyAndTheConnectionGoesOn) {
 TEST(BadInput, MissingAndWrongTypedFieldsAreNamedInTheReply) {
   TempDir dir;
   BrokerProcess broker(dir);
-  GoodPair good(broker.socket_path());
+  Bystanders good(broker.socket_path(), "good-text", "good-binary");
   Peer sender(broker.socket_path(), Framing::ndjson);
   ASSERT_EQ(sender.register_name("sender").type, MessageType::response);
   ASSERT_TRUE(good.exchange(0));
@@ -450,7 +413,7 @@ TEST(BadInput, MissingAndWrongTypedFieldsAreNamedInTheReply) {
 TEST(BadInput, EmptyIdsAndTargetsAreRefusedInBothFramings) {
   TempDir dir;
   BrokerProcess broker(dir);
-  GoodPair good(broker.socket_path());
+  Bystanders good(broker.socket_path(), "good-text", "good-binary");
   Peer text(broker.socket_path(), Framing::ndjson);
   Peer binary(broker.socket_path(), Framing::binary);
   ASSERT_EQ(text.register_name("text").type, MessageType::response);

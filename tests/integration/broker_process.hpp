@@ -6,6 +6,7 @@
 // destructor, so a failed assertion never leaves a process behind.
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -655,5 +656,49 @@ inline Process start_receiver_process(const TempDir& dir, const std::string& soc
   }
   return child;
 }
+
+/// Two registered peers, one per framing, that show at any moment that routing still works:
+/// the bystanders of tests that feed the broker something bad.
+class Bystanders {
+ public:
+  explicit Bystanders(const std::string& socket_path, const std::string& text_name = "ping",
+                      const std::string& binary_name = "pong")
+      : text_name_(text_name),
+        binary_name_(binary_name),
+        text_(socket_path, wire::Framing::ndjson),
+        binary_(socket_path, wire::Framing::binary) {
+    EXPECT_EQ(text_.register_name(text_name).type, MessageType::response);
+    EXPECT_EQ(binary_.register_name(binary_name).type, MessageType::response);
+  }
+
+  /// A request one way and its response back; true when both arrived intact.
+  bool exchange(int round) {
+    const std::string payload = R"({"round":)" + std::to_string(round) + "}";
+    const std::string correlation_id = "b-" + std::to_string(round);
+    text_.send(make_message(MessageType::request, binary_name_, "q", payload, correlation_id));
+    const auto request = binary_.receive();
+    if (!request || request->payload.view() != payload || request->source != text_name_) {
+      return false;
+    }
+    binary_.send(make_message(MessageType::response, text_name_, "q", payload, correlation_id));
+    const auto response = text_.receive();
+    return response && response->type == MessageType::response &&
+           response->correlation_id == correlation_id && response->payload.view() == payload;
+  }
+
+  /// True when nothing arrived for either peer within `patience`.
+  bool nothing_arrived(std::chrono::milliseconds patience = 100ms) {
+    return !text_.receive(patience).has_value() && !binary_.receive(patience).has_value();
+  }
+
+  Peer& text() noexcept { return text_; }
+  Peer& binary() noexcept { return binary_; }
+
+ private:
+  std::string text_name_;
+  std::string binary_name_;
+  Peer text_;
+  Peer binary_;
+};
 
 }  // namespace v2::integration

@@ -130,6 +130,16 @@ TEST(BrokerSocketFile, SocketFileIsRemovedOnCleanExit) {
   }
 }
 
+TEST(BrokerConfigFile, UnknownKeyIsRefusedNamingTheFileAndTheKey) {
+  TempDir dir;
+  const std::string config = dir.file("typo.conf");
+  std::ofstream(config) << "workers = 2\nworkrs = 4\n";
+  BrokerProcess broker(dir, BrokerProcess::Options().with_args({"--config=" + config}).no_wait());
+  EXPECT_EQ(broker.exit_code(), 2);
+  EXPECT_NE(broker.log().find("--config " + config + ": unknown key 'workrs'"), std::string::npos)
+      << broker.log();
+}
+
 TEST(BrokerShutdown, SigtermDeliversEveryAcceptedMessageAndExitsZero) {
   TempDir dir;
   BrokerProcess broker(dir, BrokerProcess::Options().with_args({"--offer-policy=block"}));

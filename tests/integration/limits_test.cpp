@@ -21,33 +21,6 @@ using wire::Framing;
 
 constexpr std::size_t kLimit = std::size_t{64} * 1024;
 
-// Two registered peers that check, at any moment, that routing still works.
-struct Bystanders {
-  explicit Bystanders(const std::string& socket_path)
-      : ping(socket_path, Framing::ndjson), pong(socket_path, Framing::binary) {
-    EXPECT_EQ(ping.register_name("ping").type, MessageType::response);
-    EXPECT_EQ(pong.register_name("pong").type, MessageType::response);
-  }
-
-  // One message each way; true when both arrived intact.
-  bool exchange(int round) {
-    const std::string payload = R"({"round":)" + std::to_string(round) + "}";
-    ping.send(
-        make_message(MessageType::request, "pong", "r", payload, "p-" + std::to_string(round)));
-    const auto request = pong.receive();
-    if (!request || request->payload.view() != payload || request->source != "ping") {
-      return false;
-    }
-    pong.send(make_message(MessageType::response, "ping", "r", payload, request->correlation_id));
-    const auto response = ping.receive();
-    return response && response->type == MessageType::response &&
-           response->correlation_id == "p-" + std::to_string(round);
-  }
-
-  Peer ping;
-  Peer pong;
-};
-
 std::string event_line(const std::string& target, std::size_t payload_size) {
   return R"({"type":"event","id":"big","correlation_id":"b-1","target":")" + target +
          R"(","payload":")" + std::string(payload_size, 'x') + "\"}\n";
@@ -70,7 +43,7 @@ TEST(BrokerLimits, NdjsonLineOverLimitIsRefusedAndConnectionStaysUsable) {
 
   // Framing resynchronised after the long line: the next one is routed.
   sender.send_bytes(event_line("ping", 10));
-  const auto got = others.ping.receive();
+  const auto got = others.text().receive();
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->source, "sender");
   EXPECT_EQ(sender.call_line("RPCGetMessageCount")["type"], "response");
@@ -108,7 +81,7 @@ TEST(BrokerLimits, FiftyMebibyteLineIsDiscardedWithoutGrowingBrokerMemory) {
       << "VmRSS grew from " << before << " KiB to " << after << " KiB for a refused line of 50 MiB";
   EXPECT_EQ(sender.call_line("RPCGetMessageCount")["type"], "response")
       << "the connection must stay usable after a refused line";
-  EXPECT_FALSE(others.ping.receive(100ms).has_value()) << "the long line was delivered";
+  EXPECT_FALSE(others.text().receive(100ms).has_value()) << "the long line was delivered";
   EXPECT_TRUE(others.exchange(-1));
 }
 
@@ -137,7 +110,7 @@ TEST(BrokerLimits, BinaryFrameOverLimitIsRefusedAndConnectionClosed) {
   EXPECT_EQ(reply->correlation_id, "h-1");
   EXPECT_NE(reply->error.find("too large"), std::string::npos) << reply->error;
   EXPECT_TRUE(sender.wait_hang_up()) << "the connection must be closed";
-  EXPECT_FALSE(others.ping.receive(100ms).has_value());
+  EXPECT_FALSE(others.text().receive(100ms).has_value());
   EXPECT_TRUE(others.exchange(1));
 }
 
@@ -164,7 +137,7 @@ TEST(BrokerMalformed, InvalidJsonLinesGetErrorRepliesAndConnectionStillWorks) {
     EXPECT_FALSE(reply->value("error", "").empty()) << line;
   }
   sender.send(make_message(MessageType::event, "ping", "fine", R"({"ok":1})"));
-  const auto got = others.ping.receive();
+  const auto got = others.text().receive();
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->id, "fine");
   EXPECT_EQ(got->source, "sender");
@@ -459,7 +432,7 @@ TEST(BrokerLimits, ConnectionsBeyondMaxConnectionsAreClosedOthersServed) {
   BrokerProcess broker(dir, BrokerProcess::Options().with_args({"--max-connections=3"}));
   Bystanders others(broker.socket_path());
   // The start-up probe's connection may still be counted for a moment.
-  ASSERT_TRUE(wait_until([&] { return list_processes(others.ping).size() == 2; }));
+  ASSERT_TRUE(wait_until([&] { return list_processes(others.text()).size() == 2; }));
   Peer third(broker.socket_path(), Framing::ndjson);
   ASSERT_EQ(third.call("RPCGetMessageCount").type, MessageType::response);
   const int extra = try_connect(broker.socket_path());
