@@ -159,7 +159,7 @@ class Client {
   /// Moves the decoder's complete messages into inbox_; throws on a protocol error.
   void drain_decoder();
   /// `what`, with the reason a broker gave for turning the connection away, if it gave one.
-  std::string with_refusal_reason(std::string what);
+  std::string with_refusal_reason(const std::string& what);
   [[nodiscard]] std::string context() const;
   void close() noexcept;
 

@@ -297,7 +297,7 @@ void Client::send(const Message& message) {
 // A broker that turns a connection away (not allowed, too many connections) sends one error
 // line and closes; a client busy writing or waiting for a reply sees only the hang-up. Reads
 // what is still pending, without waiting, and adds the broker's own words.
-std::string Client::with_refusal_reason(std::string what) {
+std::string Client::with_refusal_reason(const std::string& what) {
   for (int reads = 0; reads < 16; ++reads) {
     const std::span<std::byte> space = decoder_.writable(kReadChunk);
     const ssize_t n = ::recv(fd_, space.data(), space.size(), MSG_DONTWAIT);
