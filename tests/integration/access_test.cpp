@@ -316,16 +316,11 @@ TEST(BrokerAccess, UnprivilegedBrokerAdmitsItsOwnUserAndRootBesidesTheList) {
   EXPECT_FALSE(served(connect_as({4244, 4244, {}}, broker.socket_path(), kCountRequest)));
 
   // Root (this test) routes through it like anyone allowed.
-  Peer alice(broker.socket_path(), Framing::ndjson);
-  Peer bob(broker.socket_path(), Framing::binary);
-  ASSERT_EQ(alice.register_name("alice").type, MessageType::response);
-  ASSERT_EQ(bob.register_name("bob").type, MessageType::response);
-  alice.send(make_message(MessageType::event, "bob", "hi", R"({"x":1})"));
-  const auto got = bob.receive();
-  ASSERT_TRUE(got.has_value());
-  EXPECT_EQ(got->source, "alice");
-  EXPECT_EQ(payload_json(alice.call("RPCGetMessageStats"))["refused"]["connections"]["not_allowed"],
-            1);
+  Bystanders pair(broker.socket_path());
+  EXPECT_TRUE(pair.exchange(1));
+  EXPECT_EQ(
+      payload_json(pair.text().call("RPCGetMessageStats"))["refused"]["connections"]["not_allowed"],
+      1);
 }
 
 // ---- socket activation ----
