@@ -53,7 +53,7 @@ class V2Endpoint final : public Endpoint {
     call.id = "RPCRegister";
     call.target = std::string(v2::kBrokerName);
     call.correlation_id = "register";
-    call.payload = v2::Payload::copy_of("{\"name\":\"" + name_ + "\"}");
+    call.payload = v2::Payload::copy_of(R"({"name":")" + name_ + R"("})");
     if (auto status = v2::wire::encode(call, framing_, out_); !status.ok()) {
       throw EndpointError(context() + " encoding RPCRegister: " + status.text);
     }

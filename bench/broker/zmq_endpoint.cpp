@@ -56,7 +56,8 @@ class ZmqEndpoint final : public Endpoint {
   void set_sink(Sink* sink) noexcept override { sink_ = sink; }
 
   void register_name() {
-    send_frames("broker", v2::MessageType::request, "RPCRegister", "{\"name\":\"" + name_ + "\"}");
+    send_frames("broker", v2::MessageType::request, "RPCRegister",
+                R"({"name":")" + name_ + R"("})");
     struct Reply final : Sink {
       bool done = false;
       std::string error;
