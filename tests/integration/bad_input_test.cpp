@@ -250,6 +250,14 @@ TEST(BadInput, BinaryNamesThatAreNotUtf8GetAReadableErrorAndTheConnectionGoesOn)
   EXPECT_TRUE(good.exchange(1));
 }
 
+// Registers `peer` as `name` by hand and reads past the reply, for a peer whose lines the test
+// then reads raw (read_raw_line, with `pending`); false when no reply line came.
+bool register_raw(Peer& peer, const std::string& name, std::string& pending) {
+  peer.send_bytes(R"({"type":"request","id":"RPCRegister","target":"broker","payload":{"name":")" +
+                  name + "\"}}\n");
+  return read_raw_line(peer.fd(), pending).has_value();
+}
+
 TEST(BadInput, LineSeparatorsInsideStringsPassThroughIntact) {
   TempDir dir;
   BrokerProcess broker(dir);
@@ -261,12 +269,9 @@ TEST(BadInput, LineSeparatorsInsideStringsPassThroughIntact) {
   ASSERT_EQ(sender.register_name("sender").type, MessageType::response);
   ASSERT_EQ(binary_sender.register_name("bsender").type, MessageType::response);
   ASSERT_EQ(binary.register_name("binary").type, MessageType::response);
-  // `text` is read raw from here on: register it by hand and skip its reply line.
+  // `text` is read raw from here on.
   std::string pending;
-  text.send_bytes(R"({"type":"request","id":"RPCRegister","target":"broker",)"
-                  R"("payload":{"name":"text"}})"
-                  "\n");
-  ASSERT_TRUE(read_raw_line(text.fd(), pending).has_value());
+  ASSERT_TRUE(register_raw(text, "text", pending));
   ASSERT_TRUE(good.exchange(0));
 
   const std::string ls = "\xE2\x80\xA8";  // U+2028
@@ -316,11 +321,9 @@ TEST(BadInput, EscapedAndPrettyPrintedNewlinesStayInsideOneLine) {
   ASSERT_EQ(sender.register_name("sender").type, MessageType::response);
   ASSERT_EQ(binary_sender.register_name("bsender").type, MessageType::response);
   ASSERT_EQ(binary.register_name("binary").type, MessageType::response);
+  // `text` is read raw from here on.
   std::string pending;
-  text.send_bytes(R"({"type":"request","id":"RPCRegister","target":"broker",)"
-                  R"("payload":{"name":"text"}})"
-                  "\n");
-  ASSERT_TRUE(read_raw_line(text.fd(), pending).has_value());
+  ASSERT_TRUE(register_raw(text, "text", pending));
   ASSERT_TRUE(good.exchange(0));
 
   sender.send_bytes(R"({"type":"event","id":"n","target":"text","payload":{"t":"a\nb"}})"
