@@ -635,8 +635,9 @@ void tuning_lines(const json& tuning, std::vector<std::string>& lines) {
   if (threads == nullptr || !threads->is_array()) {
     return;
   }
-  Table table({Align::left, Align::right, Align::right, Align::left, Align::left, Align::left});
-  table.add({"  thread", "tid", "worker", "cpu", "nice", "io"});
+  Table table({Align::left, Align::right, Align::right, Align::left, Align::left, Align::left,
+               Align::left});
+  table.add({"  thread", "tid", "worker", "cpu", "nice", "io", "sched"});
   // Why each aspect is not in force, once per (aspect, outcome, errno), with the threads.
   struct Shortfall {
     std::vector<std::string> threads;
@@ -647,7 +648,7 @@ void tuning_lines(const json& tuning, std::vector<std::string>& lines) {
     const std::string name = thread.value("name", "?");
     std::vector<std::string> row = {"  " + name, json_scalar_text(find(thread, {"tid"})),
                                     json_scalar_text(find(thread, {"worker"}))};
-    for (const char* aspect : {"affinity", "nice", "io_priority"}) {
+    for (const char* aspect : {"affinity", "nice", "io_priority", "scheduling"}) {
       const json* state = find(thread, {aspect});
       if (state == nullptr) {
         row.emplace_back("-");

@@ -1,14 +1,17 @@
 // v2bench: load generator for v2broker and its ZeroMQ peer. See bench/README.md.
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -124,6 +127,7 @@ int main(int argc, char** argv) {
   double timeout_s = 0.0;
   bool json = false;
   std::string label;
+  int client_realtime = 0;
   app.add_option("mode", mode_text, "throughput, roundtrip or paced")
       ->check(CLI::IsMember({"throughput", "roundtrip", "paced"}))
       ->capture_default_str();
@@ -167,6 +171,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--timeout", timeout_s,
                  "hard limit in seconds for the whole run (default: duration + drain + 60)");
+  app.add_option("--client-realtime", client_realtime,
+                 "run v2bench's own threads under SCHED_FIFO at this priority, 1-99, as "
+                 "latency-critical clients would (needs CAP_SYS_NICE or RLIMIT_RTPRIO); a "
+                 "spawned broker still starts under the normal policy; 0 = off")
+      ->check(CLI::Range(0, 99))
+      ->capture_default_str();
   app.add_option("--label", label, "free text copied into the --json output");
   app.add_flag("--json", json, "print one JSON object instead of the human summary");
   try {
@@ -213,6 +223,17 @@ int main(int argc, char** argv) {
     timeout_s = (config.count > 0 ? 600.0 : config.duration_s) + config.drain_timeout_s + 60.0;
   }
   (void)::signal(SIGPIPE, SIG_IGN);  // a broker that dies shows up as EPIPE, not a signal
+  if (client_realtime > 0) {
+    // Before any thread starts: every thread v2bench creates inherits the policy.
+    const sched_param param{.sched_priority = client_realtime};
+    if (::sched_setscheduler(0, SCHED_FIFO, &param) != 0) {
+      std::fprintf(stderr,
+                   "v2bench: --client-realtime=%d: sched_setscheduler(SCHED_FIFO) failed: %s "
+                   "(needs CAP_SYS_NICE or RLIMIT_RTPRIO >= %d)\n",
+                   client_realtime, std::strerror(errno), client_realtime);
+      return 2;
+    }
+  }
 
   std::unique_ptr<v2bench::SpawnedBroker> broker;
   try {
@@ -275,6 +296,7 @@ int main(int argc, char** argv) {
     out["duration_s"] = config.duration_s;
     out["count"] = config.count;
     out["rate"] = config.mode == Mode::paced ? config.rate : 0.0;
+    out["client_realtime_priority"] = client_realtime;
     out["ok"] = result.ok();
     out["failures"] = result.failures;
     out["sent"] = result.sent;

@@ -1,6 +1,7 @@
 #include "spawn.hpp"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -105,6 +106,10 @@ SpawnedBroker::SpawnedBroker(const std::string& program, const std::vector<std::
     if (::getppid() != parent) {
       ::_exit(127);
     }
+    // v2bench may run under a real-time policy (--client-realtime); the broker starts under
+    // the normal one, so that its own tuning alone decides.
+    const sched_param normal{.sched_priority = 0};
+    (void)::sched_setscheduler(0, SCHED_OTHER, &normal);
     (void)::dup2(log_fd, STDOUT_FILENO);
     (void)::dup2(log_fd, STDERR_FILENO);
     ::execv(program.c_str(), argv.data());

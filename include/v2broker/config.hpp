@@ -47,6 +47,14 @@ struct TuningConfig {
   IoClass io_class = IoClass::realtime;
   int io_level = 0;
 
+  /// Run each worker, and each thread handed to Optimizer::tune_message_thread, under the
+  /// real-time policy SCHED_FIFO at this priority (1..99); 0 keeps the normal policy. A
+  /// real-time thread runs as soon as it wakes, ahead of every normal thread, which nice alone
+  /// cannot give; it needs CAP_SYS_NICE or RLIMIT_RTPRIO, and without either the threads stay
+  /// under the normal policy (reported). Real-time workers never poll for work (idle_spin is
+  /// not applied): a polling real-time thread would keep normal threads off its CPU.
+  int realtime_priority = 0;
+
   /// Name each thread the optimizer starts (v2-worker-N, v2-stats).
   bool name_threads = true;
 };
@@ -71,6 +79,8 @@ struct OptimizerConfig {
 /// Largest accepted buffer_capacity and worker count.
 inline constexpr std::size_t kMaxBufferCapacity = std::size_t{1} << 24U;
 inline constexpr std::size_t kMaxWorkers = 1024;
+/// Highest SCHED_FIFO priority on Linux.
+inline constexpr int kMaxRealtimePriority = 99;
 
 /// One rejected setting: which field, the value given, and why it is refused.
 struct ConfigIssue {

@@ -117,6 +117,12 @@ class Optimizer {
   [[nodiscard]] LatencyHistograms latency_histograms(
       std::span<const std::uint64_t> bounds_ns) const;
 
+  /// Puts the calling thread under the configured real-time policy
+  /// (TuningConfig::realtime_priority), as the workers are, and records it for tuning_report():
+  /// for a thread of the caller's that is on the message path too, such as a daemon's reading
+  /// thread. No-op when no real-time priority is configured; a refusal is reported, not thrown.
+  void tune_message_thread();
+
   /// What each tuning achieved, read back from the kernel now, for every thread of the process.
   [[nodiscard]] TuningReport tuning_report() const;
 

@@ -72,6 +72,16 @@ struct IoPriorityTuning {
   std::string detail;
 };
 
+/// The CPU scheduling policy: SCHED_FIFO when a real-time priority was asked for.
+struct SchedulingTuning {
+  TuningOutcome outcome = TuningOutcome::disabled;
+  std::optional<int> requested_priority;  ///< SCHED_FIFO priority asked for
+  std::string in_force_policy = "other";  ///< "fifo", ... as sched_getscheduler reads it
+  int in_force_priority = 0;              ///< static priority in force (sched_getparam)
+  int error = 0;
+  std::string detail;
+};
+
 /// What is in force for one thread of the process, and what was asked of it.
 struct ThreadTuning {
   pid_t tid = 0;
@@ -80,6 +90,7 @@ struct ThreadTuning {
   AffinityTuning affinity;
   NiceTuning nice;
   IoPriorityTuning io_priority;
+  SchedulingTuning scheduling;
 };
 
 /// The state of every Linux tuning, read back from the kernel when the report is made.

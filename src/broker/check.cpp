@@ -102,6 +102,17 @@ int run_check(const BrokerOptions& options, std::ostream& out) {
   } else {
     line(out, true, "I/O priority: off (--no-ioprio)", "");
   }
+  if (tuning.realtime_priority > 0) {
+    const bool ok = probe.scheduling.outcome == TuningOutcome::applied;
+    all = all && ok;
+    line(out, ok,
+         "real-time policy: requested fifo/" + std::to_string(tuning.realtime_priority) +
+             ", would be " + probe.scheduling.in_force_policy + "/" +
+             std::to_string(probe.scheduling.in_force_priority),
+         probe.scheduling.detail);
+  } else {
+    line(out, true, "real-time policy: off (--realtime-priority 0)", "");
+  }
   out << "\n"
       << (all ? "all enabled tunings would apply\n"
               : "some tunings would not apply; the broker still runs without them\n");

@@ -105,17 +105,19 @@ std::optional<std::vector<int>> parse_cpu_list(const std::string& text) {
 
 // The flag that sets each optimizer field, so configuration errors name what the user typed.
 std::string flag_for(const std::string& field) {
-  static const std::map<std::string, std::string> kFlags = {{"buffer_capacity", "--buffer-cap"},
-                                                            {"workers", "--workers"},
-                                                            {"stats_interval", "--stats-interval"},
-                                                            {"offer_timeout", "--offer-timeout"},
-                                                            {"batch_size", "--batch-size"},
-                                                            {"flush_interval", "--flush-interval"},
-                                                            {"idle_spin", "--idle-spin"},
-                                                            {"tuning.nice", "--nice"},
-                                                            {"tuning.io_level", "--io-level"},
-                                                            {"tuning.io_class", "--io-class"},
-                                                            {"tuning.cpus", "--cpus"}};
+  static const std::map<std::string, std::string> kFlags = {
+      {"buffer_capacity", "--buffer-cap"},
+      {"workers", "--workers"},
+      {"stats_interval", "--stats-interval"},
+      {"offer_timeout", "--offer-timeout"},
+      {"batch_size", "--batch-size"},
+      {"flush_interval", "--flush-interval"},
+      {"idle_spin", "--idle-spin"},
+      {"tuning.nice", "--nice"},
+      {"tuning.io_level", "--io-level"},
+      {"tuning.io_class", "--io-class"},
+      {"tuning.realtime_priority", "--realtime-priority"},
+      {"tuning.cpus", "--cpus"}};
   const auto it = kFlags.find(field);
   return it == kFlags.end() ? field : it->second;
 }
@@ -258,6 +260,10 @@ int broker_main(int argc, char** argv) {
   app.add_option("--io-class", io_class, "Workers' I/O class: realtime, best-effort, idle")
       ->capture_default_str();
   app.add_option("--io-level", options.optimizer.tuning.io_level, "Workers' I/O level, 0-7")
+      ->capture_default_str();
+  app.add_option("--realtime-priority", options.optimizer.tuning.realtime_priority,
+                 "Run the workers and the reading thread under SCHED_FIFO at this priority, "
+                 "1-99 (needs CAP_SYS_NICE or RLIMIT_RTPRIO); 0 = the normal policy")
       ->capture_default_str();
   app.add_option("--max-message-size", max_message, "Largest message (line or frame payload)")
       ->check(size_validator())

@@ -300,16 +300,25 @@ void tuning_gauges(Exposition& out, const TuningReport& report) {
                static_cast<std::int64_t>(r.thread->io_priority.in_force_level));
   }
 
+  out.family("v2broker_thread_realtime_priority", "gauge",
+             "SCHED_FIFO or SCHED_RR priority in force, per thread; 0 under a normal policy");
+  for (const Row& r : rows) {
+    out.sample("v2broker_thread_realtime_priority", {{"thread", r.thread->name}, {"tid", r.tid}},
+               static_cast<std::int64_t>(r.thread->scheduling.in_force_priority));
+  }
+
   TuningState affinity;
   TuningState nice;
   TuningState io;
+  TuningState scheduling;
   for (const ThreadTuning& t : report.threads) {
     affinity.add(t.affinity.outcome);
     nice.add(t.nice.outcome);
     io.add(t.io_priority.outcome);
+    scheduling.add(t.scheduling.outcome);
   }
   const std::pair<std::string_view, TuningState> states[] = {
-      {"affinity", affinity}, {"nice", nice}, {"io_priority", io}};
+      {"affinity", affinity}, {"nice", nice}, {"io_priority", io}, {"scheduling", scheduling}};
   out.family("v2broker_tuning_requested", "gauge",
              "1 when the configuration asks for the tuning on some thread");
   for (const auto& [name, state] : states) {

@@ -82,6 +82,15 @@ nlohmann::json to_json(const TuningReport& report) {
     io["in_force"] = std::string(to_string(t.io_priority.in_force_class)) + "/" +
                      std::to_string(t.io_priority.in_force_level);
     thread["io_priority"] = std::move(io);
+
+    nlohmann::json scheduling =
+        outcome_json(t.scheduling.outcome, t.scheduling.error, t.scheduling.detail);
+    if (t.scheduling.requested_priority) {
+      scheduling["requested"] = "fifo/" + std::to_string(*t.scheduling.requested_priority);
+    }
+    scheduling["in_force"] =
+        t.scheduling.in_force_policy + "/" + std::to_string(t.scheduling.in_force_priority);
+    thread["scheduling"] = std::move(scheduling);
     threads.push_back(std::move(thread));
   }
   j["threads"] = std::move(threads);

@@ -1001,6 +1001,9 @@ void Server::Impl::log_stats() {
 }
 
 int Server::Impl::run() {
+  // The reading thread is on every message's path, as the workers are. Here, after the
+  // metrics thread was started, so that thread stays under the normal policy.
+  optimizer_.tune_message_thread();
   std::array<epoll_event, kMaxEvents> events{};
   auto next_stats = Clock::now() + options_.stats_log_interval;
   bool stopping = false;

@@ -128,6 +128,10 @@ std::vector<ConfigIssue> validate(const OptimizerConfig& config) {
   if (tuning.io_level < 0 || tuning.io_level > 7) {
     reject("tuning.io_level", std::to_string(tuning.io_level), "must be within 0..7");
   }
+  if (tuning.realtime_priority < 0 || tuning.realtime_priority > kMaxRealtimePriority) {
+    reject("tuning.realtime_priority", std::to_string(tuning.realtime_priority),
+           "must be within 0..99 (0: the normal policy)");
+  }
   if (tuning.io_class == IoClass::none && tuning.set_io_priority) {
     reject("tuning.io_class", "none", "must be realtime, best-effort or idle");
   }

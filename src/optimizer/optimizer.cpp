@@ -149,7 +149,10 @@ class Optimizer::Impl {
     // Polling pays only when each worker has a CPU to itself; with more workers than CPUs it
     // takes CPU time from the producers and from the other workers, so they park at once.
     const std::size_t cpu_count = cpus_.empty() ? allowed_cpus().size() : distinct(cpus_);
-    idle_spin_ = worker_count_ <= cpu_count ? config_.idle_spin : std::chrono::nanoseconds::zero();
+    // A real-time worker that polls keeps every normal thread off its CPU meanwhile.
+    idle_spin_ = worker_count_ <= cpu_count && config_.tuning.realtime_priority == 0
+                     ? config_.idle_spin
+                     : std::chrono::nanoseconds::zero();
     shards_.reserve(worker_count_);
     workers_.reserve(worker_count_);
     for (std::size_t i = 0; i < worker_count_; ++i) {
@@ -272,6 +275,7 @@ class Optimizer::Impl {
   }
 
   TuningReport tuning_report() const { return ledger_.report(); }
+  void tune_message_thread() { ledger_.apply_realtime_to_current_thread(); }
 
   const OptimizerConfig& config() const noexcept { return config_; }
   std::size_t worker_count() const noexcept { return worker_count_; }
@@ -785,6 +789,10 @@ MetricsSnapshot Optimizer::metrics() const {
 
 LatencyHistograms Optimizer::latency_histograms(std::span<const std::uint64_t> bounds_ns) const {
   return impl_->latency_histograms(bounds_ns);
+}
+
+void Optimizer::tune_message_thread() {
+  impl_->tune_message_thread();
 }
 
 TuningReport Optimizer::tuning_report() const {

@@ -67,6 +67,13 @@ std::string thread_line(const ThreadTuning& thread) {
       " io=" +
       (io.requested_class ? io_text(*io.requested_class, io.requested_level) : std::string("off")) +
       "->" + io_text(io.in_force_class, io.in_force_level) + outcome_mark(io.outcome);
+
+  const auto& scheduling = thread.scheduling;
+  line += " sched=" +
+          (scheduling.requested_priority ? "fifo/" + std::to_string(*scheduling.requested_priority)
+                                         : std::string("off")) +
+          "->" + scheduling.in_force_policy + "/" + std::to_string(scheduling.in_force_priority) +
+          outcome_mark(scheduling.outcome);
   return line;
 }
 
@@ -180,7 +187,7 @@ std::vector<int> allowed_cpus() {
 bool TuningReport::fully_applied() const noexcept {
   return std::all_of(threads.begin(), threads.end(), [](const ThreadTuning& thread) {
     return fine(thread.affinity.outcome) && fine(thread.nice.outcome) &&
-           fine(thread.io_priority.outcome);
+           fine(thread.io_priority.outcome) && fine(thread.scheduling.outcome);
   });
 }
 
@@ -196,6 +203,7 @@ std::string TuningReport::describe() const {
     add_shortfall(shortfalls, thread, "cpu", thread.affinity.outcome, thread.affinity.detail);
     add_shortfall(shortfalls, thread, "nice", thread.nice.outcome, thread.nice.detail);
     add_shortfall(shortfalls, thread, "io", thread.io_priority.outcome, thread.io_priority.detail);
+    add_shortfall(shortfalls, thread, "sched", thread.scheduling.outcome, thread.scheduling.detail);
   }
   if (shortfalls.empty()) {
     text += "every requested tuning is in force\n";

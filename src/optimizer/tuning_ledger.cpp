@@ -1,5 +1,6 @@
 #include "optimizer/tuning_ledger.hpp"
 
+#include <sched.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -99,6 +100,26 @@ std::string io_refusal(const sys::SysError& error, const CapabilityState& caps,
                            binary) +
             "; kernels before 5.14 accept only cap_sys_admin for the realtime class";
   }
+  return text;
+}
+
+std::string realtime_refusal(const sys::SysError& error, const CapabilityState& caps,
+                             const std::string& binary, int priority) {
+  std::string text = error.message;
+  if (!refused(error.code)) {
+    return text;
+  }
+  const auto limit = sys::rtprio_rlimit().value_or(0);
+  text += "; " + cap_sys_nice_state(caps) + ", RLIMIT_RTPRIO=" +
+          (limit == static_cast<unsigned long long>(RLIM_INFINITY) ? std::string("unlimited")
+                                                                   : std::to_string(limit));
+  text += "; the thread stays under its normal policy; fix: " +
+          capability_fix("cap_sys_nice", caps.sys_nice_permitted, caps.sys_nice_bounding, caps,
+                         binary) +
+          ", or raise RLIMIT_RTPRIO to " + std::to_string(priority) +
+          " (systemd LimitRTPRIO=" + std::to_string(priority) + ", shell ulimit -r " +
+          std::to_string(priority) +
+          "); under a cgroup v1 cpu controller the group also needs cpu.rt_runtime_us";
   return text;
 }
 
@@ -205,6 +226,27 @@ TuningLedger::IoAttempt TuningLedger::apply_io_priority(pid_t tid) const {
   return attempt;
 }
 
+TuningLedger::RealtimeAttempt TuningLedger::apply_realtime(pid_t tid) const {
+  RealtimeAttempt attempt;
+  attempt.priority = config_.realtime_priority;
+  if (auto status = sys::set_realtime(tid, config_.realtime_priority); !status) {
+    attempt.error = status.code();
+    attempt.detail =
+        realtime_refusal(status.error(), read_capability_state(), binary_, attempt.priority);
+  }
+  return attempt;
+}
+
+void TuningLedger::apply_realtime_to_current_thread() {
+  if (config_.realtime_priority == 0) {
+    return;
+  }
+  const pid_t tid = sys::gettid();
+  auto attempt = apply_realtime(tid);
+  const std::lock_guard lock(mutex_);
+  records_[tid].realtime = std::move(attempt);
+}
+
 void TuningLedger::apply_process_nice() {
   if (!config_.set_nice) {
     return;
@@ -278,6 +320,9 @@ pid_t TuningLedger::apply_to_current_thread(std::string_view name,
   if (config_.set_io_priority && worker) {
     record.io = apply_io_priority(tid);
   }
+  if (config_.realtime_priority > 0 && worker) {
+    record.realtime = apply_realtime(tid);
+  }
 
   const std::lock_guard lock(mutex_);
   records_[tid] = std::move(record);
@@ -289,7 +334,8 @@ std::optional<ThreadTuning> TuningLedger::read_thread(pid_t tid, const Snapshot&
   auto nice = sys::get_nice(tid);
   auto cpus = sys::get_affinity(tid);
   auto io = sys::get_io_priority(tid);
-  if (!name || !nice || !cpus || !io) {
+  auto scheduling = sys::get_scheduling(tid);
+  if (!name || !nice || !cpus || !io || !scheduling) {
     return std::nullopt;  // the thread exited while it was read
   }
 
@@ -300,6 +346,8 @@ std::optional<ThreadTuning> TuningLedger::read_thread(pid_t tid, const Snapshot&
   thread.nice.in_force = nice.value();
   thread.io_priority.in_force_class = io.value().io_class;
   thread.io_priority.in_force_level = io.value().level;
+  thread.scheduling.in_force_policy = sys::policy_name(scheduling.value().policy);
+  thread.scheduling.in_force_priority = scheduling.value().priority;
 
   const auto found = snapshot.records.find(tid);
   const Record* record = found == snapshot.records.end() ? nullptr : &found->second;
@@ -374,6 +422,23 @@ std::optional<ThreadTuning> TuningLedger::read_thread(pid_t tid, const Snapshot&
       out.outcome = TuningOutcome::not_applied;
       out.detail =
           attempt.error != 0 ? attempt.detail : std::string("set, but changed after it was set");
+    }
+  }
+
+  if (record != nullptr && record->realtime) {
+    const auto& attempt = *record->realtime;
+    auto& out = thread.scheduling;
+    out.requested_priority = attempt.priority;
+    out.error = attempt.error;
+    if (scheduling.value() == sys::Scheduling{SCHED_FIFO, attempt.priority}) {
+      out.outcome = TuningOutcome::applied;
+    } else {
+      out.outcome = TuningOutcome::not_applied;
+      out.detail = attempt.error != 0
+                       ? attempt.detail
+                       : "fifo/" + std::to_string(attempt.priority) + " was set, but " +
+                             out.in_force_policy + "/" + std::to_string(out.in_force_priority) +
+                             " is in force: changed after it was set";
     }
   }
   return thread;

@@ -31,10 +31,15 @@ class TuningLedger {
 
   /// Tunes the calling thread and records the results: names it `name` (at most 15 bytes),
   /// pins it to `cpu` when given and pinning is on, sets the configured nice value, and for
-  /// workers the I/O priority (with the best-effort fallback). Never throws on a refused
-  /// tuning; returns the calling thread's kernel id.
+  /// workers the I/O priority (with the best-effort fallback) and the real-time policy. Never
+  /// throws on a refused tuning; returns the calling thread's kernel id.
   pid_t apply_to_current_thread(std::string_view name, std::optional<std::size_t> worker,
                                 std::optional<int> cpu);
+
+  /// Puts the calling thread under the configured real-time policy and records it, for a thread
+  /// the caller runs on the message path (a daemon's reading thread). No-op without a
+  /// real-time priority in the configuration; never throws on a refusal.
+  void apply_realtime_to_current_thread();
 
   /// Every thread of the process with what is in force now, merged with what was requested.
   [[nodiscard]] TuningReport report() const;
@@ -62,11 +67,18 @@ class TuningLedger {
     std::string detail;
   };
 
+  struct RealtimeAttempt {
+    int priority = 0;
+    int error = 0;
+    std::string detail;
+  };
+
   struct Record {
     std::optional<std::size_t> worker;
     std::optional<AffinityAttempt> affinity;
     std::optional<NiceAttempt> nice;
     std::optional<IoAttempt> io;
+    std::optional<RealtimeAttempt> realtime;
     int name_error = 0;  // errno of a refused thread name; the report shows the kernel's name
   };
 
@@ -81,6 +93,7 @@ class TuningLedger {
   /// nullopt when the thread exited before it could be tuned.
   [[nodiscard]] std::optional<NiceAttempt> apply_nice(pid_t tid) const;
   [[nodiscard]] IoAttempt apply_io_priority(pid_t tid) const;
+  [[nodiscard]] RealtimeAttempt apply_realtime(pid_t tid) const;
   [[nodiscard]] std::optional<ThreadTuning> read_thread(pid_t tid, const Snapshot& snapshot) const;
 
   TuningConfig config_;

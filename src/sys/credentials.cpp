@@ -90,6 +90,17 @@ Result<unsigned long long> nice_rlimit() {
   return static_cast<unsigned long long>(limit.rlim_cur);
 }
 
+Result<unsigned long long> rtprio_rlimit() {
+  rlimit limit{};
+  auto got = call_errno(
+      "getrlimit", [&] { return ::getrlimit(RLIMIT_RTPRIO, &limit); },
+      [] { return std::string("resource=RLIMIT_RTPRIO"); });
+  if (!got) {
+    return got.error();
+  }
+  return static_cast<unsigned long long>(limit.rlim_cur);
+}
+
 uid_t geteuid() noexcept {
   return ::geteuid();
 }

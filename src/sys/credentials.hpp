@@ -29,6 +29,10 @@ struct CapabilityFlags {
 /// The RLIMIT_NICE soft limit (getrlimit); RLIM_INFINITY when unlimited.
 [[nodiscard]] Result<unsigned long long> nice_rlimit();
 
+/// The RLIMIT_RTPRIO soft limit: the highest real-time priority an unprivileged thread may
+/// take; RLIM_INFINITY when unlimited.
+[[nodiscard]] Result<unsigned long long> rtprio_rlimit();
+
 /// The effective user id. Never fails.
 [[nodiscard]] uid_t geteuid() noexcept;
 

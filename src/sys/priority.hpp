@@ -2,6 +2,8 @@
 
 #include <sys/types.h>
 
+#include <string>
+
 #include "sys/error.hpp"
 #include "v2broker/config.hpp"
 
@@ -40,5 +42,25 @@ Status set_io_priority(pid_t tid, IoPriority priority);
 
 /// The I/O priority of thread `tid` (ioprio_get(IOPRIO_WHO_PROCESS)).
 [[nodiscard]] Result<IoPriority> get_io_priority(pid_t tid);
+
+/// A CPU scheduling policy (SCHED_OTHER, SCHED_FIFO, ...) and its static priority (0 for the
+/// normal policies), as sched_getscheduler(2) and sched_getparam(2) report them.
+struct Scheduling {
+  int policy = 0;
+  int priority = 0;
+
+  friend bool operator==(const Scheduling&, const Scheduling&) = default;
+};
+
+/// "other", "fifo", "rr", "batch", "idle", "deadline" or the number.
+[[nodiscard]] std::string policy_name(int policy);
+
+/// Puts thread `tid` under SCHED_FIFO at `priority` (1..99), with SCHED_RESET_ON_FORK so that
+/// nothing it starts inherits the real-time policy. Needs CAP_SYS_NICE or room under
+/// RLIMIT_RTPRIO, else EPERM.
+Status set_realtime(pid_t tid, int priority);
+
+/// The policy (without the reset-on-fork flag) and static priority of thread `tid`.
+[[nodiscard]] Result<Scheduling> get_scheduling(pid_t tid);
 
 }  // namespace v2::sys

@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 
 #include <fstream>
+#include <map>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -42,6 +43,26 @@ int kernel_nice(pid_t pid, long tid) {
     fields >> field;
   }
   return std::stoi(field);
+}
+
+// "policy/priority" of a thread from fields 41 (policy) and 40 (rt_priority) of its stat file,
+// in the report's vocabulary.
+std::string kernel_scheduling(pid_t pid, long tid) {
+  const std::string stat =
+      read_file("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat");
+  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  std::string priority;
+  for (int i = 3; i <= 41; ++i) {
+    fields >> field;
+    if (i == 40) {
+      priority = field;
+    }
+  }
+  static const std::map<std::string, std::string> kPolicies = {
+      {"0", "other"}, {"1", "fifo"}, {"2", "rr"}, {"3", "batch"}, {"5", "idle"}};
+  const auto found = kPolicies.find(field);
+  return (found == kPolicies.end() ? field : found->second) + "/" + priority;
 }
 
 std::vector<int> kernel_affinity(long tid) {
@@ -215,10 +236,12 @@ TEST(BrokerCalls, TuningStatusAgreesWithTheKernel) {
     ASSERT_TRUE(std::filesystem::exists("/proc/" + std::to_string(broker.pid()) + "/task/" +
                                         std::to_string(tid)))
         << "not a thread of the broker";
-    for (const char* key : {"affinity", "nice", "io_priority"}) {
+    for (const char* key : {"affinity", "nice", "io_priority", "scheduling"}) {
       ASSERT_TRUE(thread[key].contains("outcome")) << key;
       ASSERT_TRUE(thread[key].contains("in_force")) << key;
     }
+    EXPECT_EQ(thread["scheduling"]["in_force"], kernel_scheduling(broker.pid(), tid));
+    EXPECT_EQ(thread["scheduling"]["outcome"], "disabled") << "off unless asked for";
     EXPECT_EQ(thread["nice"]["in_force"], kernel_nice(broker.pid(), tid));
     EXPECT_EQ(thread["affinity"]["in_force"].get<std::vector<int>>(), kernel_affinity(tid));
     const std::string io = thread["io_priority"]["in_force"].get<std::string>();
@@ -236,6 +259,43 @@ TEST(BrokerCalls, TuningStatusAgreesWithTheKernel) {
     }
   }
   EXPECT_EQ(workers, 2);
+}
+
+TEST(BrokerCalls, RealtimePriorityPutsWorkersAndTheReadingThreadUnderFifo) {
+  TempDir dir;
+  BrokerProcess broker(
+      dir, BrokerProcess::Options().with_args({"--workers=2", "--realtime-priority=7"}));
+  Peer peer(broker.socket_path(), Framing::ndjson);
+  const json status = call_ok(peer, "RPCGetTuningStatus");
+  ASSERT_TRUE(status["threads"].is_array()) << status.dump();
+
+  int on_path = 0;
+  for (const json& thread : status["threads"]) {
+    const long tid = thread["tid"].get<long>();
+    SCOPED_TRACE("tid=" + std::to_string(tid) + " " + thread.dump());
+    const json& scheduling = thread["scheduling"];
+    EXPECT_EQ(scheduling["in_force"], kernel_scheduling(broker.pid(), tid));
+    const bool reads = tid == broker.pid();  // the main thread is the reading thread
+    if (!thread.contains("worker") && !reads) {
+      EXPECT_EQ(scheduling["outcome"], "disabled");
+      EXPECT_EQ(kernel_scheduling(broker.pid(), tid), "other/0") << "only the message path";
+      continue;
+    }
+    ++on_path;
+    EXPECT_EQ(scheduling["requested"], "fifo/7");
+    if (scheduling["outcome"] == "applied") {
+      EXPECT_EQ(kernel_scheduling(broker.pid(), tid), "fifo/7");
+    } else {  // a test run without CAP_SYS_NICE: refused, explained, and the broker still routes
+      EXPECT_EQ(scheduling["outcome"], "not_applied");
+      EXPECT_NE(scheduling["detail"].get<std::string>().find("RLIMIT_RTPRIO"), std::string::npos);
+    }
+  }
+  EXPECT_EQ(on_path, 3) << "two workers and the reading thread";
+
+  Bystanders pair(broker.socket_path());
+  for (int round = 0; round < 20; ++round) {
+    ASSERT_TRUE(pair.exchange(round)) << "round " << round;
+  }
 }
 
 TEST(BrokerCalls, UnknownMethodGetsErrorReplyWithItsIdAndCorrelationId) {

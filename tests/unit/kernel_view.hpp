@@ -194,6 +194,21 @@ inline std::optional<KernelIoPriority> kernel_io_priority(pid_t tid) {
   return KernelIoPriority{static_cast<int>((value >> 13) & 0x7), static_cast<int>(value & 0x7)};
 }
 
+struct KernelScheduling {
+  int policy = -1;  // as sched_getscheduler returns it, SCHED_RESET_ON_FORK bit included
+  int priority = -1;
+};
+
+/// sched_getscheduler and sched_getparam of any thread on the machine.
+inline std::optional<KernelScheduling> kernel_scheduling(pid_t tid) {
+  const int policy = ::sched_getscheduler(tid);
+  sched_param param{};
+  if (policy < 0 || ::sched_getparam(tid, &param) != 0) {
+    return std::nullopt;
+  }
+  return KernelScheduling{policy, param.sched_priority};
+}
+
 /// Thread ids of a process, from /proc/PID/task, ascending.
 inline std::vector<pid_t> task_ids(pid_t pid) {
   std::vector<pid_t> tids;

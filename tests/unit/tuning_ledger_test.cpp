@@ -4,6 +4,7 @@
 #include "optimizer/tuning_ledger.hpp"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <sys/capability.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -15,6 +16,7 @@
 #include <functional>
 #include <latch>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -513,6 +515,108 @@ TEST(TuningLedger, WithoutCapabilitiesNiceAndRealtimeIoAreRefusedAndExplained) {
   EXPECT_EQ(values["fully_applied"], "0");
 }
 
+// Whether this process may put a thread under SCHED_FIFO at `priority`.
+bool may_use_realtime(int priority) {
+  rlimit limit{};
+  return read_capability_state().sys_nice_effective ||
+         (::getrlimit(RLIMIT_RTPRIO, &limit) == 0 &&
+          (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= static_cast<rlim_t>(priority)));
+}
+
+TEST(TuningLedger, RealtimeWorkersRunUnderFifoAndWhatTheyStartDoesNot) {
+  constexpr int kPriority = 5;
+  if (!may_use_realtime(kPriority)) {
+    GTEST_SKIP() << "needs CAP_SYS_NICE or RLIMIT_RTPRIO >= " << kPriority;
+  }
+  TuningConfig config;
+  config.realtime_priority = kPriority;
+  detail::TuningLedger ledger(config);
+  const auto started = std::make_shared<std::optional<testing::KernelScheduling>>();
+
+  const ParkedThread worker([&] {
+    ledger.apply_to_current_thread("v2-worker-0", 0, std::nullopt);
+    std::thread child([&] { *started = testing::kernel_scheduling(::gettid()); });
+    child.join();
+  });
+  const ParkedThread other([&] { ledger.apply_to_current_thread("v2-stats", std::nullopt, {}); });
+  const ParkedThread reader([&] { ledger.apply_realtime_to_current_thread(); });
+  const TuningReport report = ledger.report();
+
+  const auto kernel = testing::kernel_scheduling(worker.tid());
+  ASSERT_TRUE(kernel.has_value());
+  EXPECT_EQ(kernel->policy, SCHED_FIFO | SCHED_RESET_ON_FORK);
+  EXPECT_EQ(kernel->priority, kPriority);
+  ASSERT_TRUE(started->has_value());
+  EXPECT_EQ((*started)->policy, SCHED_OTHER) << "a thread the worker starts is not real-time";
+  const ThreadTuning* entry = find_thread(report, worker.tid());
+  ASSERT_NE(entry, nullptr);
+  EXPECT_EQ(entry->scheduling.outcome, TuningOutcome::applied) << entry->scheduling.detail;
+  EXPECT_EQ(entry->scheduling.requested_priority, kPriority);
+  EXPECT_EQ(entry->scheduling.in_force_policy, "fifo");
+  EXPECT_EQ(entry->scheduling.in_force_priority, kPriority);
+
+  const ThreadTuning* stats = find_thread(report, other.tid());
+  ASSERT_NE(stats, nullptr);
+  EXPECT_EQ(testing::kernel_scheduling(other.tid())->policy, SCHED_OTHER);
+  EXPECT_EQ(stats->scheduling.outcome, TuningOutcome::disabled);
+  EXPECT_EQ(stats->scheduling.in_force_policy, "other");
+
+  const ThreadTuning* message_thread = find_thread(report, reader.tid());
+  ASSERT_NE(message_thread, nullptr);
+  EXPECT_EQ(testing::kernel_scheduling(reader.tid())->priority, kPriority);
+  EXPECT_EQ(message_thread->scheduling.outcome, TuningOutcome::applied);
+  EXPECT_NE(report.describe().find("sched=fifo/5->fifo/5"), std::string::npos) << report.describe();
+}
+
+TEST(TuningLedger, WithoutCapabilitiesTheRealtimePolicyIsRefusedAndExplained) {
+  const std::string output = run_in_child([] {
+    std::ostringstream out;
+    if (const std::string failed = drop_tuning_capabilities(); !failed.empty()) {
+      out << "setup=" << failed << "\n";
+      return out.str();
+    }
+    const rlimit none{0, 0};
+    if (::setrlimit(RLIMIT_RTPRIO, &none) != 0) {
+      out << "setup=setrlimit " << sys::errno_name(errno) << "\n";
+      return out.str();
+    }
+    TuningConfig config;
+    config.realtime_priority = 5;
+    detail::TuningLedger ledger(config);
+    const ParkedThread worker(
+        [&] { ledger.apply_to_current_thread("v2-worker-0", 0, std::nullopt); });
+    const TuningReport report = ledger.report();
+    const ThreadTuning* thread = find_thread(report, worker.tid());
+    if (thread == nullptr) {
+      out << "setup=worker missing\n";
+      return out.str();
+    }
+    const auto kernel = testing::kernel_scheduling(worker.tid());
+    out << "setup=ok\n"
+        << "outcome=" << to_string(thread->scheduling.outcome) << "\n"
+        << "error=" << thread->scheduling.error << "\n"
+        << "in_force=" << thread->scheduling.in_force_policy << "/"
+        << thread->scheduling.in_force_priority << "\n"
+        << "kernel=" << (kernel ? kernel->policy : -1) << "/" << (kernel ? kernel->priority : -1)
+        << "\n"
+        << "detail=" << thread->scheduling.detail << "\n"
+        << "fully_applied=" << report.fully_applied() << "\n";
+    return out.str();
+  });
+  auto values = parse_lines(output);
+
+  ASSERT_EQ(values["setup"], "ok") << output;
+  EXPECT_EQ(values["outcome"], "not_applied");
+  EXPECT_EQ(values["error"], std::to_string(EPERM));
+  EXPECT_EQ(values["in_force"], "other/0");
+  EXPECT_EQ(values["kernel"], std::to_string(SCHED_OTHER) + "/0");
+  EXPECT_NE(values["detail"].find("sched_setscheduler"), std::string::npos) << output;
+  EXPECT_NE(values["detail"].find("EPERM"), std::string::npos);
+  EXPECT_NE(values["detail"].find("RLIMIT_RTPRIO=0"), std::string::npos);
+  EXPECT_NE(values["detail"].find("LimitRTPRIO=5"), std::string::npos);
+  EXPECT_EQ(values["fully_applied"], "0");
+}
+
 TEST(TuningLedger, RlimitNiceAllowsTheStrongestPermittedNice) {
   constexpr rlim_t kLimit = 25;  // allows nice down to -5
   rlimit limit{};
@@ -601,7 +705,7 @@ TEST(TuningReport, DescribeShowsOneLinePerThreadThenEachShortfallWithItsFix) {
   const std::string text = report.describe();
 
   EXPECT_NE(text.find("tid=101 name=v2-worker-0 worker=0 cpu=1->1 nice=-10->0 [not_applied] "
-                      "io=realtime/0->best-effort/0 [partial]\n"),
+                      "io=realtime/0->best-effort/0 [partial] sched=off->other/0\n"),
             std::string::npos)
       << text;
   EXPECT_NE(text.find("shortfall: nice not_applied on v2-worker-0 (101), v2-worker-1 (102): "
