@@ -41,7 +41,9 @@ struct RouteContext {
 };
 
 /// Receives the optimizer's messages. All methods run on worker threads, one message at a time
-/// per worker and concurrently across workers, and must not throw.
+/// per worker and concurrently across workers, and must not throw. A call made for
+/// Optimizer::offer_direct runs on the producer's thread instead, in the worker's stead: with
+/// that worker's RouteContext and never at the same time as the worker's own calls.
 class Router {
  public:
   Router() = default;
@@ -101,6 +103,15 @@ class Optimizer {
   /// Safe to call from any number of threads. On any result other than an accepted one,
   /// `message` is left as it was, so the caller may still answer its sender.
   [[nodiscard]] OfferResult offer(Message&& message) noexcept;
+
+  /// Like offer(), except that when the message's worker is asleep with nothing queued or in
+  /// hand, the calling thread routes the message itself, at once, in the worker's stead (the
+  /// worker waits meanwhile, so one pair's messages are still routed one at a time, in order).
+  /// For a producer that has a single message and none behind it, such as a reader whose read
+  /// held one request: handing it over would cost a wake-up and a switch to the worker and
+  /// batch nothing. The Router is called on the calling thread, with the worker's
+  /// RouteContext; the message is counted as that worker's. Never blocks unless offer() would.
+  [[nodiscard]] OfferResult offer_direct(Message&& message) noexcept;
 
   /// Stops accepting, wakes blocked producers (they get OfferResult::stopped), then drains or
   /// abandons the queue and joins the threads. Idempotent: later calls return an empty report.

@@ -446,13 +446,16 @@ class Server::Impl final : public Router {
   void read_from(const std::shared_ptr<Connection>& connection);
   // Decodes what is buffered and handles it; false when the connection was closed.
   bool drain_decoder(const std::shared_ptr<Connection>& connection);
-  void offer_or_refuse(Connection& sender, Message&& message);
+  /// `alone`: the message came by itself, with nothing read behind it; it may then be routed
+  /// on this thread at once when its worker is idle (Optimizer::offer_direct).
+  void offer_or_refuse(Connection& sender, Message&& message, bool alone = false);
   bool hold_for_congested_receiver(const std::shared_ptr<Connection>& sender, Message& message);
   void release_held();
   void refuse_held(const std::string& why);
   [[nodiscard]] std::size_t high_water() const noexcept { return options_.max_outgoing_bytes / 2; }
   [[nodiscard]] std::size_t low_water() const noexcept { return options_.max_outgoing_bytes / 4; }
-  void handle_incoming(const std::shared_ptr<Connection>& connection, Message&& message);
+  void handle_incoming(const std::shared_ptr<Connection>& connection, Message&& message,
+                       bool alone);
   void register_name(const std::shared_ptr<Connection>& connection, const Message& call);
   void refuse(Connection& connection, const Message& message, std::string text);
   void close_connection(const std::shared_ptr<Connection>& connection, const char* why);
@@ -725,6 +728,7 @@ bool Server::Impl::drain_decoder(const std::shared_ptr<Connection>& connection) 
   Connection& c = *connection;
   Message message;
   wire::ProtocolError error;
+  bool first = true;
   while (!c.held) {
     const auto status = c.decoder().poll(message, error);
     if (status == wire::DecodeStatus::need_more) {
@@ -734,7 +738,9 @@ bool Server::Impl::drain_decoder(const std::shared_ptr<Connection>& connection) 
       c.framing.store(c.decoder().framing(), std::memory_order_release);
     }
     if (status == wire::DecodeStatus::message) {
-      handle_incoming(connection, std::move(message));
+      const bool alone = first && c.decoder().buffered_bytes() == 0;
+      first = false;
+      handle_incoming(connection, std::move(message), alone);
       message = Message{};
       continue;
     }
@@ -755,8 +761,8 @@ bool Server::Impl::drain_decoder(const std::shared_ptr<Connection>& connection) 
   return true;
 }
 
-void Server::Impl::handle_incoming(const std::shared_ptr<Connection>& connection,
-                                   Message&& message) {
+void Server::Impl::handle_incoming(const std::shared_ptr<Connection>& connection, Message&& message,
+                                   bool alone) {
   Connection& c = *connection;
   const std::int64_t now = wall_ns();
   received_.fetch_add(1, std::memory_order_relaxed);
@@ -802,11 +808,12 @@ void Server::Impl::handle_incoming(const std::shared_ptr<Connection>& connection
   if (message.target != kBrokerName && hold_for_congested_receiver(connection, message)) {
     return;
   }
-  offer_or_refuse(c, std::move(message));
+  offer_or_refuse(c, std::move(message), alone);
 }
 
-void Server::Impl::offer_or_refuse(Connection& sender, Message&& message) {
-  const OfferResult result = optimizer_.offer(std::move(message));
+void Server::Impl::offer_or_refuse(Connection& sender, Message&& message, bool alone) {
+  const OfferResult result =
+      alone ? optimizer_.offer_direct(std::move(message)) : optimizer_.offer(std::move(message));
   if (!is_accepted(result)) {
     // offer leaves a refused message untouched, so its id and correlation id are still there.
     // cppcheck-suppress accessMoved ; offer() moves from its argument only when it accepts it

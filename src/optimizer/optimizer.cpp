@@ -68,6 +68,8 @@ struct alignas(kCacheLine) Shard {
   std::condition_variable wake;  // the worker waits here for messages
   detail::GrowingRing<Slot> ring;
   std::size_t wake_at = 0;  // worker asleep until ring.size() >= wake_at; 0 while awake
+  bool idle = false;        // worker asleep with an empty batch, waiting for a first message
+  bool lent = false;        // a producer routes in the worker's stead (offer_direct)
   bool closed = false;      // no more pushes: the optimizer is stopping
   // ring.size(), published for the worker's lock-free idle spin; written under the mutex.
   std::atomic<std::size_t> size_hint{0};
@@ -249,6 +251,39 @@ class Optimizer::Impl {
       wake_worker = shard.wake_at != 0 && shard.ring.size() >= shard.wake_at;
     }
     if (wake_worker) {
+      shard.wake.notify_one();
+    }
+    return OfferResult::accepted;
+  }
+
+  OfferResult offer_direct(Message&& message) noexcept {
+    const std::size_t index = shard_of(message, shards_.size());
+    Shard& shard = *shards_[index];
+    const auto enqueued = Clock::now();
+    bool lent = false;
+    {
+      const std::lock_guard lock(shard.mutex);
+      if (shard.idle && !shard.lent && !shard.closed && shard.ring.empty()) {
+        // The worker sleeps with nothing queued or in hand: take its turn. Counted as pushed
+        // and taken at once, so the message is in flight until routed, as in a worker's batch.
+        shard.lent = lent = true;
+        shard.pushed.add(1);
+        shard.taken.add(1);
+      }
+    }
+    if (!lent) {
+      return offer(std::move(message));
+    }
+    WorkerState& self = *workers_[index];
+    const RouteContext context{index};
+    route_one(self, message, context, enqueued, Clock::now());
+    router_.end_batch(context);
+    self.batches.add(1);
+    // Notified under the lock: once it is released the worker may run, and stop() may return,
+    // so nothing of the shard is touched after.
+    const std::lock_guard lock(shard.mutex);
+    shard.lent = false;
+    if (!shard.ring.empty() || shard.closed) {
       shard.wake.notify_one();
     }
     return OfferResult::accepted;
@@ -437,11 +472,13 @@ class Optimizer::Impl {
     const std::size_t batch_size = config_.batch_size;
     std::unique_lock lock(shard.mutex);
     bool spun = false;
-    while (shard.ring.empty() || shard.abandon) {
-      if (shard.closed) {
+    // While the worker's turn is lent (offer_direct), the lender routes for it: the worker
+    // waits, even to exit, so that one thread at a time routes this shard's messages.
+    while (shard.ring.empty() || shard.abandon || shard.lent) {
+      if (shard.closed && !shard.lent) {
         return false;
       }
-      if (!spun && idle_spin_ > std::chrono::nanoseconds::zero()) {
+      if (!spun && !shard.lent && idle_spin_ > std::chrono::nanoseconds::zero()) {
         // Poll a little before parking: a producer that finds the worker awake skips the
         // futex wake-up, which costs it more than the message itself.
         lock.unlock();
@@ -451,7 +488,9 @@ class Optimizer::Impl {
         continue;
       }
       shard.wake_at = 1;
+      shard.idle = !shard.lent;
       shard.wake.wait(lock);
+      shard.idle = false;
       shard.wake_at = 0;
     }
     take_locked(shard, batch, batch_size);
@@ -505,25 +544,33 @@ class Optimizer::Impl {
     while (collect_batch(shard, batch)) {
       auto now = Clock::now();
       for (Slot& slot : batch) {
-        self.queue_latency.record(elapsed_ns(slot.enqueued, now));
-        const auto type = static_cast<std::size_t>(slot.message.type);
-        if (slot.message.is_for_broker()) {
-          router_.handle_broker(slot.message, context);
-        } else {
-          router_.route(slot.message, context);
-        }
-        const auto done = Clock::now();
-        self.route_latency.record(elapsed_ns(now, done));
-        now = done;
-        if (type < kMessageTypeCount) {
-          self.routed_by_type[type].add(1);
-        }
-        self.routed.add(1);
+        now = route_one(self, slot.message, context, slot.enqueued, now);
       }
       router_.end_batch(context);
       self.batches.add(1);
       batch.clear();
     }
+  }
+
+  // Routes one message for worker `self` and records it; `now` is when routing starts.
+  // Returns when it ended. Only the thread that holds the worker's turn calls it: the worker,
+  // or a producer the turn is lent to.
+  Clock::time_point route_one(WorkerState& self, Message& message, const RouteContext& context,
+                              Clock::time_point enqueued, Clock::time_point now) noexcept {
+    self.queue_latency.record(elapsed_ns(enqueued, now));
+    const auto type = static_cast<std::size_t>(message.type);
+    if (message.is_for_broker()) {
+      router_.handle_broker(message, context);
+    } else {
+      router_.route(message, context);
+    }
+    const auto done = Clock::now();
+    self.route_latency.record(elapsed_ns(now, done));
+    if (type < kMessageTypeCount) {
+      self.routed_by_type[type].add(1);
+    }
+    self.routed.add(1);
+    return done;
   }
 
   void stats_main(std::latch& ready) noexcept;
@@ -777,6 +824,10 @@ void Optimizer::start() {
 
 OfferResult Optimizer::offer(Message&& message) noexcept {
   return impl_->offer(std::move(message));
+}
+
+OfferResult Optimizer::offer_direct(Message&& message) noexcept {
+  return impl_->offer_direct(std::move(message));
 }
 
 StopReport Optimizer::stop(StopMode mode) noexcept {

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <barrier>
 #include <chrono>
@@ -552,6 +553,177 @@ std::uint64_t thread_cpu_ns(pid_t tid) {
   std::uint64_t on_cpu_ns = 0;
   in >> on_cpu_ns;
   return on_cpu_ns;
+}
+
+// offer_direct until one message is routed on the calling thread (the worker had parked).
+// Returns that message's id, or "" when none was within the limit.
+std::string route_one_directly(Optimizer& optimizer, const RecordingRouter& router) {
+  std::string direct;
+  int attempt = 0;
+  eventually([&] {
+    const std::string id = "d" + std::to_string(attempt++);
+    if (optimizer.offer_direct(make_message(id)) != OfferResult::accepted) {
+      return false;
+    }
+    for (const auto& r : router.routed()) {
+      if (r.message.id == id && r.tid == ::gettid()) {
+        direct = id;
+        return true;
+      }
+    }
+    return false;
+  });
+  return direct;
+}
+
+TEST(Optimizer, OfferDirectRoutesOnTheCallingThreadWhenTheWorkerIsIdle) {
+  RecordingRouter router;
+  auto config = quiet_config();
+  config.workers = 1;
+  config.idle_spin = 0ns;  // the worker parks as soon as it has nothing to do
+  Optimizer optimizer(router, config);
+  optimizer.start();
+
+  const std::string id = route_one_directly(optimizer, router);
+  ASSERT_FALSE(id.empty()) << "no offer_direct was routed on the calling thread";
+  const auto batches_before = router.batch_sizes().size();
+  const auto m_before = optimizer.metrics();
+
+  // The worker is parked again at once: the next one is routed before offer_direct returns.
+  ASSERT_TRUE(eventually([&] {
+    const auto count = router.routed_count();
+    if (optimizer.offer_direct(make_message("next")) != OfferResult::accepted) {
+      return false;
+    }
+    const auto routed = router.routed();
+    return routed.size() == count + 1 && routed.back().message.id == "next";
+  }));
+  const auto routed = router.routed();
+  EXPECT_EQ(routed.back().tid, ::gettid());
+  EXPECT_EQ(routed.back().worker, 0U) << "the worker's context";
+  EXPECT_EQ(router.batch_sizes().size(), batches_before + 1) << "end_batch after it";
+  EXPECT_EQ(router.batch_sizes().back(), 1U);
+
+  const auto m = optimizer.metrics();
+  EXPECT_EQ(m.offered, m_before.offered + 1);
+  EXPECT_EQ(m.routed, m_before.routed + 1);
+  EXPECT_EQ(m.workers[0].routed, m.routed) << "counted as the worker's";
+  EXPECT_EQ(m.in_flight, 0U);
+  EXPECT_EQ(m.queued, 0U);
+  expect_counts_add_up(m);
+}
+
+TEST(Optimizer, OfferDirectQueuesBehindABusyWorkerInOrder) {
+  RecordingRouter router;
+  auto config = quiet_config();
+  config.workers = 1;
+  config.idle_spin = 0ns;
+  Optimizer optimizer(router, config);
+  optimizer.start();
+  router.close_gate();
+  ASSERT_EQ(optimizer.offer(make_message("held")), OfferResult::accepted);
+  ASSERT_TRUE(eventually([&] { return router.waiting_at_gate() == 1; }));
+
+  // Routing here would wait at the closed gate; queued, each call returns at once.
+  for (const char* id : {"a1", "a2", "a3"}) {
+    ASSERT_EQ(optimizer.offer_direct(make_message(id)), OfferResult::accepted);
+  }
+  EXPECT_EQ(optimizer.metrics().queued, 3U);
+  router.open_gate();
+  ASSERT_TRUE(eventually([&] { return router.routed_count() == 4; }));
+
+  const auto routed = router.routed();
+  const std::vector<std::string> order = {routed[0].message.id, routed[1].message.id,
+                                          routed[2].message.id, routed[3].message.id};
+  EXPECT_EQ(order, (std::vector<std::string>{"held", "a1", "a2", "a3"}));
+  for (const auto& r : routed) {
+    EXPECT_NE(r.tid, ::gettid()) << r.message.id << " was routed by the worker";
+  }
+}
+
+/// Checks that no two calls for one worker ever overlap, and records per-pair order.
+class ExclusiveRouter final : public Router {
+ public:
+  explicit ExclusiveRouter(std::size_t workers) : active_(workers) {}
+
+  void handle_broker(Message& message, const RouteContext& context) noexcept override {
+    route(message, context);
+  }
+  void route(Message& message, const RouteContext& context) noexcept override {
+    if (active_[context.worker].fetch_add(1, std::memory_order_acq_rel) != 0) {
+      overlaps_.fetch_add(1, std::memory_order_relaxed);
+    }
+    {
+      const std::lock_guard lock(mutex_);
+      const int seq = std::stoi(message.id);
+      auto [it, fresh] = last_.try_emplace({message.source, message.target}, seq);
+      if (!fresh) {
+        out_of_order_ += seq <= it->second ? 1 : 0;
+        it->second = seq;
+      }
+      ++routed_;
+      by_thread_[::gettid()] += 1;
+    }
+    active_[context.worker].fetch_sub(1, std::memory_order_acq_rel);
+  }
+
+  std::vector<std::atomic<int>> active_;
+  std::atomic<int> overlaps_{0};
+  std::mutex mutex_;
+  std::map<std::pair<std::string, std::string>, int> last_;
+  int out_of_order_ = 0;
+  std::size_t routed_ = 0;
+  std::map<pid_t, std::size_t> by_thread_;
+};
+
+TEST(Optimizer, OfferDirectAndOfferTogetherKeepPairOrderAndNeverOverlapAWorker) {
+  constexpr int kProducers = 4;
+  constexpr int kTargets = 4;
+  constexpr int kPerProducer = 20'000;
+  ExclusiveRouter router(2);
+  auto config = quiet_config();
+  config.workers = 2;
+  config.buffer_capacity = 64;
+  config.idle_spin = 0ns;
+  config.offer_policy = OfferPolicy::block;
+  Optimizer optimizer(router, config);
+  optimizer.start();
+
+  std::vector<std::thread> producers;
+  producers.reserve(kProducers);
+  for (int p = 0; p < kProducers; ++p) {
+    producers.emplace_back([&, p] {
+      for (int i = 0; i < kPerProducer; ++i) {
+        auto message = make_message(std::to_string(i), "src" + std::to_string(p),
+                                    "dst" + std::to_string(i % kTargets));
+        const OfferResult result = i % 3 == 0 ? optimizer.offer(std::move(message))
+                                              : optimizer.offer_direct(std::move(message));
+        ASSERT_EQ(result, OfferResult::accepted);
+        if (i % 100 == 99) {
+          std::this_thread::sleep_for(50us);  // let the workers run dry and park
+        }
+      }
+    });
+  }
+  for (auto& t : producers) {
+    t.join();
+  }
+  const auto m = optimizer.metrics();
+  const auto worker_tids = optimizer.worker_tids();
+  optimizer.stop();
+
+  EXPECT_EQ(router.overlaps_.load(), 0) << "two threads routed for one worker at once";
+  EXPECT_EQ(router.out_of_order_, 0);
+  EXPECT_EQ(router.routed_, static_cast<std::size_t>(kProducers * kPerProducer));
+  expect_counts_add_up(m);
+  std::size_t by_workers = 0;
+  for (const auto& [tid, count] : router.by_thread_) {
+    if (std::find(worker_tids.begin(), worker_tids.end(), tid) != worker_tids.end()) {
+      by_workers += count;
+    }
+  }
+  EXPECT_GT(router.routed_ - by_workers, 0U) << "some messages were routed by their producer";
+  EXPECT_GT(by_workers, 0U) << "and some by the workers";
 }
 
 TEST(Optimizer, IdleWorkersParkInsteadOfSpinning) {
