@@ -812,8 +812,12 @@ void Server::Impl::handle_incoming(const std::shared_ptr<Connection>& connection
 }
 
 void Server::Impl::offer_or_refuse(Connection& sender, Message&& message, bool alone) {
-  const OfferResult result =
-      alone ? optimizer_.offer_direct(std::move(message)) : optimizer_.offer(std::move(message));
+  OfferResult result{};
+  if (alone) {
+    result = optimizer_.offer_direct(std::move(message));
+  } else {
+    result = optimizer_.offer(std::move(message));
+  }
   if (!is_accepted(result)) {
     // offer leaves a refused message untouched, so its id and correlation id are still there.
     // cppcheck-suppress accessMoved ; offer() moves from its argument only when it accepts it
