@@ -435,15 +435,6 @@ int broker_main(int argc, char** argv) {
     spdlog::info("v2broker {} listening on {} (mode {}), {} workers, policy {}", kVersion,
                  server.socket_path(), socket_mode, resolved_worker_count(options.optimizer),
                  to_string(options.optimizer.offer_policy));
-    const TuningReport report = server.tuning_report();
-    std::istringstream lines(report.describe());
-    for (std::string line; std::getline(lines, line);) {
-      if (report.fully_applied()) {
-        spdlog::info("tuning: {}", line);
-      } else {
-        spdlog::warn("tuning: {}", line);
-      }
-    }
     std::optional<MetricsHttpServer> metrics;  // destroyed before the server it reads
     if (metrics_endpoint) {
       metrics.emplace(*metrics_endpoint, [&server] { return server.prometheus_text(); });
@@ -454,6 +445,18 @@ int broker_main(int argc, char** argv) {
             metrics->bound_address());
       }
       spdlog::info("metrics: serving http://{}/metrics", metrics->bound_address());
+    }
+    // After the metrics thread started, so that it stays under the normal policy; before the
+    // report, so that the report shows the reading thread as it will run.
+    server.tune_reading_thread();
+    const TuningReport report = server.tuning_report();
+    std::istringstream lines(report.describe());
+    for (std::string line; std::getline(lines, line);) {
+      if (report.fully_applied()) {
+        spdlog::info("tuning: {}", line);
+      } else {
+        spdlog::warn("tuning: {}", line);
+      }
     }
     return server.run();
   } catch (const std::exception& error) {

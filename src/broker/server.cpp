@@ -171,6 +171,7 @@ class Server::Impl final : public Router {
   }
 
   int run();
+  void tune_reading_thread();
 
   TuningReport tuning_report() const { return optimizer_.tuning_report(); }
   const std::string& socket_path() const noexcept { return listener_.path(); }
@@ -220,6 +221,7 @@ class Server::Impl final : public Router {
         try {
           Message error = wire::make_error_reply(
               message, "dropped: the broker queue was full and a newer message took its place");
+          errors_.fetch_add(1, std::memory_order_relaxed);
           queue_direct(*sender, error);
         } catch (const std::exception&) {
           // Allocation failed; the drop is still counted by the optimizer.
@@ -482,6 +484,7 @@ class Server::Impl final : public Router {
   std::deque<std::shared_ptr<Connection>> ready_;  // connections with unread input
   std::vector<std::shared_ptr<Connection>> held_;  // senders waiting for a congested receiver
   bool accepting_ = true;
+  bool reading_thread_tuned_ = false;  // tune_reading_thread() ran
   std::atomic<bool> close_pending_{false};
 
   // Broker-wide statistics.
@@ -1011,10 +1014,16 @@ void Server::Impl::log_stats() {
       m.recent_route_latency.p99);
 }
 
+void Server::Impl::tune_reading_thread() {
+  if (!reading_thread_tuned_) {
+    // The reading thread is on every message's path, as the workers are.
+    optimizer_.tune_message_thread();
+    reading_thread_tuned_ = true;
+  }
+}
+
 int Server::Impl::run() {
-  // The reading thread is on every message's path, as the workers are. Here, after the
-  // metrics thread was started, so that thread stays under the normal policy.
-  optimizer_.tune_message_thread();
+  tune_reading_thread();
   std::array<epoll_event, kMaxEvents> events{};
   auto next_stats = Clock::now() + options_.stats_log_interval;
   bool stopping = false;
@@ -1144,6 +1153,10 @@ int Server::Impl::run() {
 Server::Server(BrokerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
 
 Server::~Server() = default;
+
+void Server::tune_reading_thread() {
+  impl_->tune_reading_thread();
+}
 
 int Server::run() {
   return impl_->run();

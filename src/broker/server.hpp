@@ -58,6 +58,12 @@ class Server {
   Server& operator=(Server&&) = delete;
   ~Server();
 
+  /// Puts the calling thread, which must be the one that calls run(), under the real-time
+  /// policy when --realtime-priority asks for it, as the workers are. run() does it when it was
+  /// not done before; call it first to have it in the tuning report, after starting any thread
+  /// that should stay under the normal policy (threads started later do not inherit it).
+  void tune_reading_thread();
+
   /// Serves until SIGTERM, SIGINT or SIGHUP, then stops accepting, delivers every accepted message
   /// to connected receivers (waiting at most shutdown_timeout for slow ones) and returns 0.
   int run();

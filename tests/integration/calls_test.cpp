@@ -291,6 +291,13 @@ TEST(BrokerCalls, RealtimePriorityPutsWorkersAndTheReadingThreadUnderFifo) {
     }
   }
   EXPECT_EQ(on_path, 3) << "two workers and the reading thread";
+  // The report logged at start already shows the reading thread as it runs.
+  const std::string main_line = "tid=" + std::to_string(broker.pid()) + " ";
+  const std::string log = broker.log();
+  const auto at = log.find(main_line);
+  ASSERT_NE(at, std::string::npos) << log;
+  const std::string line = log.substr(at, log.find('\n', at) - at);
+  EXPECT_NE(line.find("sched=fifo/7->"), std::string::npos) << line;
 
   Bystanders pair(broker.socket_path());
   for (int round = 0; round < 20; ++round) {

@@ -291,6 +291,52 @@ TEST(BrokerFaults, ReceiverThatStopsReadingHasItsDropsCountedWhileAnotherPairFlo
   }
 }
 
+TEST(BrokerFaults, EvictionsUnderDropOldestAreRepliedToAndCounted) {
+  constexpr int kCount = 5000;
+  TempDir dir;
+  BrokerProcess broker(
+      dir, BrokerProcess::Options().with_args(
+               {"--offer-policy=drop_oldest", "--buffer-cap=2", "--batch-size=1", "--workers=1"}));
+  Peer sender(broker.socket_path(), Framing::binary);
+  Peer receiver(broker.socket_path(), Framing::binary);
+  Peer observer(broker.socket_path(), Framing::ndjson);
+  ASSERT_EQ(sender.register_name("burst").type, MessageType::response);
+  ASSERT_EQ(receiver.register_name("sink").type, MessageType::response);
+
+  // One write of many messages: the reader offers them faster than one worker routes them, so
+  // the two-message queue overflows and the oldest are evicted.
+  std::string burst;
+  for (int i = 0; i < kCount; ++i) {
+    const Message message =
+        make_message(MessageType::event, "sink", "e", R"({"seq":)" + std::to_string(i) + "}",
+                     "e-" + std::to_string(i));
+    ASSERT_TRUE(wire::encode(message, Framing::binary, burst).ok());
+  }
+  sender.send_bytes(burst);
+
+  int delivered = 0;
+  int evicted = 0;
+  ASSERT_TRUE(wait_until([&] {
+    while (receiver.receive(0ms)) {
+      ++delivered;
+    }
+    while (const auto reply = sender.receive(0ms)) {
+      EXPECT_EQ(reply->type, MessageType::error);
+      EXPECT_NE(reply->error.find("a newer message took its place"), std::string::npos)
+          << reply->error;
+      ++evicted;
+    }
+    return delivered + evicted == kCount;
+  })) << "delivered="
+      << delivered << " evicted=" << evicted;
+
+  EXPECT_GT(evicted, 0) << "the queue never overflowed";
+  const json refused = refused_counts(observer);
+  EXPECT_EQ(refused["error_replies"], evicted) << refused.dump();
+  const json stats = payload_json(observer.call("RPCGetMessageStats"));
+  EXPECT_EQ(stats["optimizer"]["dropped"]["evicted"], evicted) << stats.dump();
+}
+
 TEST(BrokerFaults, ReceiverThatStopsReadingIsDisconnectedWhileAnotherPairFlows) {
   TempDir dir;
   BrokerProcess broker(dir, BrokerProcess::Options().with_args(
