@@ -7,6 +7,7 @@
 #include <barrier>
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -367,6 +368,26 @@ TEST(Optimizer, PartialBatchIsFlushedWhenTheQueueGoesQuiet) {
   EXPECT_EQ(in_batches, 3U);
 }
 
+// Each of `producers` threads offers message ids 0..per_producer-1 from "src<p>" to
+// "dst<id % targets>" through `offer_one`, which must accept every one.
+void offer_from_producers(int producers, int per_producer, int targets,
+                          const std::function<OfferResult(Message&&, int)>& offer_one) {
+  std::vector<std::thread> threads;
+  threads.reserve(static_cast<std::size_t>(producers));
+  for (int p = 0; p < producers; ++p) {
+    threads.emplace_back([&, p] {
+      for (int i = 0; i < per_producer; ++i) {
+        auto message = make_message(std::to_string(i), "src" + std::to_string(p),
+                                    "dst" + std::to_string(i % targets));
+        ASSERT_EQ(offer_one(std::move(message), i), OfferResult::accepted);
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+}
+
 TEST(Optimizer, MessagesFromOneSourceToOneTargetKeepTheirOrder) {
   constexpr int kProducers = 4;
   constexpr int kTargets = 8;
@@ -379,20 +400,9 @@ TEST(Optimizer, MessagesFromOneSourceToOneTargetKeepTheirOrder) {
   Optimizer optimizer(router, config);
   optimizer.start();
 
-  std::vector<std::thread> producers;
-  producers.reserve(kProducers);
-  for (int p = 0; p < kProducers; ++p) {
-    producers.emplace_back([&, p] {
-      for (int i = 0; i < kPerProducer; ++i) {
-        auto message = make_message(std::to_string(i), "src" + std::to_string(p),
-                                    "dst" + std::to_string(i % kTargets));
-        ASSERT_EQ(optimizer.offer(std::move(message)), OfferResult::accepted);
-      }
-    });
-  }
-  for (auto& t : producers) {
-    t.join();
-  }
+  offer_from_producers(kProducers, kPerProducer, kTargets, [&](Message&& message, int /*i*/) {
+    return optimizer.offer(std::move(message));
+  });
   optimizer.stop();
 
   const auto routed = router.routed();
@@ -689,25 +699,14 @@ TEST(Optimizer, OfferDirectAndOfferTogetherKeepPairOrderAndNeverOverlapAWorker) 
   Optimizer optimizer(router, config);
   optimizer.start();
 
-  std::vector<std::thread> producers;
-  producers.reserve(kProducers);
-  for (int p = 0; p < kProducers; ++p) {
-    producers.emplace_back([&, p] {
-      for (int i = 0; i < kPerProducer; ++i) {
-        auto message = make_message(std::to_string(i), "src" + std::to_string(p),
-                                    "dst" + std::to_string(i % kTargets));
-        const OfferResult result = i % 3 == 0 ? optimizer.offer(std::move(message))
-                                              : optimizer.offer_direct(std::move(message));
-        ASSERT_EQ(result, OfferResult::accepted);
-        if (i % 100 == 99) {
-          std::this_thread::sleep_for(50us);  // let the workers run dry and park
-        }
-      }
-    });
-  }
-  for (auto& t : producers) {
-    t.join();
-  }
+  offer_from_producers(kProducers, kPerProducer, kTargets, [&](Message&& message, int i) {
+    const OfferResult result = i % 3 == 0 ? optimizer.offer(std::move(message))
+                                          : optimizer.offer_direct(std::move(message));
+    if (i % 100 == 99) {
+      std::this_thread::sleep_for(50us);  // let the workers run dry and park
+    }
+    return result;
+  });
   const auto m = optimizer.metrics();
   const auto worker_tids = optimizer.worker_tids();
   optimizer.stop();
