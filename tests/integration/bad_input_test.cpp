@@ -250,29 +250,45 @@ TEST(BadInput, BinaryNamesThatAreNotUtf8GetAReadableErrorAndTheConnectionGoesOn)
   EXPECT_TRUE(good.exchange(1));
 }
 
-// Registers `peer` as `name` by hand and reads past the reply, for a peer whose lines the test
-// then reads raw (read_raw_line, with `pending`); false when no reply line came.
-bool register_raw(Peer& peer, const std::string& name, std::string& pending) {
-  peer.send_bytes(R"({"type":"request","id":"RPCRegister","target":"broker","payload":{"name":")" +
-                  name + "\"}}\n");
-  return read_raw_line(peer.fd(), pending).has_value();
-}
+// A broker with a pair of bystanders, an NDJSON and a binary sender ("sender", "bsender"), a
+// binary receiver ("binary"), and an NDJSON receiver ("text") registered by hand and then read
+// raw, so that a test sees the exact bytes the broker writes. `ready` is false when a
+// registration failed.
+struct RawReceiverScene {
+  explicit RawReceiverScene(TempDir& dir)
+      : broker(dir),
+        good(broker.socket_path(), "good-text", "good-binary"),
+        sender(broker.socket_path(), Framing::ndjson),
+        binary_sender(broker.socket_path(), Framing::binary),
+        text(broker.socket_path(), Framing::ndjson),
+        binary(broker.socket_path(), Framing::binary) {
+    ready = sender.register_name("sender").type == MessageType::response &&
+            binary_sender.register_name("bsender").type == MessageType::response &&
+            binary.register_name("binary").type == MessageType::response;
+    text.send_bytes(
+        R"({"type":"request","id":"RPCRegister","target":"broker","payload":{"name":"text"}})"
+        "\n");
+    ready = ready && next_text_line().has_value();
+  }
+
+  /// The next line the broker wrote to `text`, as bytes.
+  std::optional<std::string> next_text_line() { return read_raw_line(text.fd(), pending); }
+
+  BrokerProcess broker;
+  Bystanders good;
+  Peer sender;
+  Peer binary_sender;
+  Peer text;
+  Peer binary;
+  std::string pending;  // bytes read from `text` past the last line
+  bool ready = false;
+};
 
 TEST(BadInput, LineSeparatorsInsideStringsPassThroughIntact) {
   TempDir dir;
-  BrokerProcess broker(dir);
-  Bystanders good(broker.socket_path(), "good-text", "good-binary");
-  Peer sender(broker.socket_path(), Framing::ndjson);
-  Peer binary_sender(broker.socket_path(), Framing::binary);
-  Peer text(broker.socket_path(), Framing::ndjson);
-  Peer binary(broker.socket_path(), Framing::binary);
-  ASSERT_EQ(sender.register_name("sender").type, MessageType::response);
-  ASSERT_EQ(binary_sender.register_name("bsender").type, MessageType::response);
-  ASSERT_EQ(binary.register_name("binary").type, MessageType::response);
-  // `text` is read raw from here on.
-  std::string pending;
-  ASSERT_TRUE(register_raw(text, "text", pending));
-  ASSERT_TRUE(good.exchange(0));
+  RawReceiverScene s(dir);
+  ASSERT_TRUE(s.ready);
+  ASSERT_TRUE(s.good.exchange(0));
 
   const std::string ls = "\xE2\x80\xA8";  // U+2028
   const std::string ps = "\xE2\x80\xA9";  // U+2029
@@ -288,66 +304,56 @@ TEST(BadInput, LineSeparatorsInsideStringsPassThroughIntact) {
     line += R"(","payload":)";
     line += payload;
     line += "}\n";
-    sender.send_bytes(line);
+    s.sender.send_bytes(line);
   }
-  const auto line = read_raw_line(text.fd(), pending);
+  const auto line = s.next_text_line();
   ASSERT_TRUE(line.has_value());
   // The payload's bytes as sent; the fields the broker writes carry the separators escaped.
   EXPECT_EQ(*line, R"({"type":"event","id":"u\u2028v\u2029","payload":)" + payload +
                        R"(,"source":"sender","target":"text","correlation_id":"k\u2029"})");
-  const auto got = binary.receive();
+  const auto got = s.binary.receive();
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->id, id);
   EXPECT_EQ(got->correlation_id, "k" + ps);
   EXPECT_EQ(got->payload.view(), payload);
 
   // PLAIN text from a binary sender becomes a JSON string with the separators escaped.
-  binary_sender.send_bytes(binary_frame("p", "text", "a" + ls + "b", 2));
-  const auto plain = read_raw_line(text.fd(), pending);
+  s.binary_sender.send_bytes(binary_frame("p", "text", "a" + ls + "b", 2));
+  const auto plain = s.next_text_line();
   ASSERT_TRUE(plain.has_value());
   EXPECT_EQ(*plain,
             R"({"type":"event","id":"p","payload":"a\u2028b","source":"bsender","target":"text"})");
-  EXPECT_TRUE(good.exchange(1));
+  EXPECT_TRUE(s.good.exchange(1));
 }
 
 TEST(BadInput, EscapedAndPrettyPrintedNewlinesStayInsideOneLine) {
   TempDir dir;
-  BrokerProcess broker(dir);
-  Bystanders good(broker.socket_path(), "good-text", "good-binary");
-  Peer sender(broker.socket_path(), Framing::ndjson);
-  Peer binary_sender(broker.socket_path(), Framing::binary);
-  Peer text(broker.socket_path(), Framing::ndjson);
-  Peer binary(broker.socket_path(), Framing::binary);
-  ASSERT_EQ(sender.register_name("sender").type, MessageType::response);
-  ASSERT_EQ(binary_sender.register_name("bsender").type, MessageType::response);
-  ASSERT_EQ(binary.register_name("binary").type, MessageType::response);
-  // `text` is read raw from here on.
-  std::string pending;
-  ASSERT_TRUE(register_raw(text, "text", pending));
-  ASSERT_TRUE(good.exchange(0));
+  RawReceiverScene s(dir);
+  ASSERT_TRUE(s.ready);
+  ASSERT_TRUE(s.good.exchange(0));
 
-  sender.send_bytes(R"({"type":"event","id":"n","target":"text","payload":{"t":"a\nb"}})"
-                    "\n");
-  auto line = read_raw_line(text.fd(), pending);
+  s.sender.send_bytes(R"({"type":"event","id":"n","target":"text","payload":{"t":"a\nb"}})"
+                      "\n");
+  auto line = s.next_text_line();
   ASSERT_TRUE(line.has_value());
   EXPECT_EQ(
       *line,
       R"({"type":"event","id":"n","payload":{"t":"a\nb"},"source":"sender","target":"text"})");
 
-  sender.send_bytes(R"({"type":"error","id":"n","target":"binary","error":"line1\nline2"})"
-                    "\n");
-  const auto got = binary.receive();
+  s.sender.send_bytes(R"({"type":"error","id":"n","target":"binary","error":"line1\nline2"})"
+                      "\n");
+  const auto got = s.binary.receive();
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->type, MessageType::error);
   EXPECT_EQ(got->error, "line1\nline2");
 
   // Raw newlines of a pretty-printed payload from a binary sender become spaces in the line.
-  binary_sender.send_bytes(binary_frame("pretty", "text", "{\n  \"a\": [1,\n 2]\n}"));
-  line = read_raw_line(text.fd(), pending);
+  s.binary_sender.send_bytes(binary_frame("pretty", "text", "{\n  \"a\": [1,\n 2]\n}"));
+  line = s.next_text_line();
   ASSERT_TRUE(line.has_value());
   EXPECT_EQ(*line, R"({"type":"event","id":"pretty","payload":{   "a": [1,  2] },)"
                    R"("source":"bsender","target":"text"})");
-  EXPECT_TRUE(good.exchange(1));
+  EXPECT_TRUE(s.good.exchange(1));
 }
 
 TEST(BadInput, JsonThatIsNotAnObjectGetsAnErrorReplyAndTheConnectionGoesOn) {
